@@ -1,0 +1,3 @@
+from cache.cli import main
+
+main()

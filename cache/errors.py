@@ -1,0 +1,55 @@
+"""Exception types of hf-cache.
+
+Every failure a user can act on is one of these: the CLI prints its message as one line and exits with
+its ``exit_code``; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class HfCacheError(Exception):
+    """Base of every error hf-cache reports to a user. The message says what is wrong and what to do."""
+
+    exit_code = 1
+
+
+class ConfigError(HfCacheError):
+    """Bad flags, environment or input files: nothing was done (exit 2, like a usage error)."""
+
+    exit_code = 2
+
+
+class ModelsFileError(ConfigError):
+    """models.txt is invalid. Carries every problem found, each naming its file and line number."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(
+            "; ".join(self.problems)
+            if len(self.problems) == 1
+            else f"{len(self.problems)} problems in models file:\n  " + "\n  ".join(self.problems)
+        )
+
+
+class StorageError(HfCacheError):
+    """S3 could not be reached or refused a request (bucket missing, credentials, endpoint)."""
+
+
+class HubError(HfCacheError):
+    """The Hub (or the Hub-compatible server) refused or failed a request for one repo."""
+
+
+class GatedRepoError(HubError):
+    """The repo needs a token (HF_TOKEN) that was not given or not accepted."""
+
+
+class IntegrityError(HfCacheError):
+    """Downloaded or published bytes do not match the checksum the source gave."""
+
+
+class LeaseHeldError(HfCacheError):
+    """Another refresh holds the writer lease on the bucket/prefix."""
+
+
+class MountError(HfCacheError):
+    """The FUSE mount could not be made, checked or repaired."""

@@ -1,0 +1,55 @@
+"""The boto3 client every S3-touching command uses, configured the same way everywhere.
+
+Credentials come from boto3's default chain (environment, IRSA web identity in a cluster); the endpoint from
+``--endpoint-url`` or the standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (boto3 reads those itself
+when we pass none). Retries are boto3's "standard" mode: transient errors back off and retry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from cache.errors import StorageError
+
+
+def make_client(endpoint_url: str | None = None, region: str | None = None, max_pool: int = 32) -> Any:
+    config = Config(
+        retries={"max_attempts": 8, "mode": "standard"},
+        max_pool_connections=max_pool,
+        connect_timeout=10,
+        read_timeout=120,
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    session = boto3.session.Session(region_name=region or None)
+    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+def describe_error(exc: BaseException, bucket: str) -> str:
+    """One line a user can act on for a failed S3 call."""
+    if isinstance(exc, NoCredentialsError):
+        return (
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, "
+            "or run with an IRSA service account"
+        )
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket", "404"):
+            return f"bucket {bucket!r} does not exist: check --bucket / HFCACHE_BUCKET and the region"
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return f"access to bucket {bucket!r} denied ({code}): check the credentials and the role's policy"
+        return f"S3 request on bucket {bucket!r} failed: {code or exc}"
+    if isinstance(exc, BotoCoreError):
+        return f"cannot reach S3 for bucket {bucket!r}: {exc}; check --endpoint-url / AWS_ENDPOINT_URL"
+    return f"S3 error on bucket {bucket!r}: {exc}"
+
+
+def check_bucket(client: Any, bucket: str) -> None:
+    """Fail early, with one clear line, when the bucket is missing or unreachable."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(describe_error(exc, bucket)) from exc

@@ -1,0 +1,43 @@
+# hf-cache developer tasks. `just --list` shows them all.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := env_var_or_default("PYTHON", "python3")
+
+# Install everything a fresh machine lacks (fuse3, the package with test extras).
+setup:
+    command -v fusermount3 >/dev/null || (apt-get update -qq && apt-get install -y -qq fuse3)
+    {{python}} -m pip install -q torch==2.13.0
+    {{python}} -m pip install -q -e '.[test]'
+
+# The whole test suite (what CI runs).
+test *ARGS:
+    {{python}} -m pytest {{ARGS}}
+
+# ruff lint and format check, terraform fmt.
+lint:
+    ruff check .
+    ruff format --check .
+    terraform fmt -check -recursive terraform
+
+# Run the whole pipeline locally: loopback S3, publish a tiny model, mount it, load it with transformers.
+demo *ARGS:
+    hf-cache demo {{ARGS}}
+
+# Every benchmark, one after the other.
+bench: bench-refresh bench-mount bench-load
+
+# hf-cache refresh vs rclone copy to the same loopback S3.
+bench-refresh *ARGS:
+    {{python}} -m benchmarks.refresh {{ARGS}}
+
+# Reads through the mount (cold/warm) vs boto3 and local disk.
+bench-mount *ARGS:
+    {{python}} -m benchmarks.mount {{ARGS}}
+
+# from_pretrained through the mount (cold/warm) vs a local folder.
+bench-load *ARGS:
+    {{python}} -m benchmarks.load {{ARGS}}
+
+# Render a cluster's manifests from its values and Terraform outputs: `just render example`.
+render CLUSTER:
+    {{python}} -m cache.render {{CLUSTER}}

@@ -1,0 +1,60 @@
+"""Fixtures every test module reuses: a real S3 server on 127.0.0.1, per-test buckets, a tiny real model.
+
+Servers are real processes started here and stopped in teardown, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.s3server import S3Server, start_s3_server
+from tests.support.tinymodel import make_tiny_gpt2
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = start_s3_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point this process (boto3, and children that inherit os.environ) at the loopback S3 server."""
+    env = s3_server.env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, s3_env: dict[str, str]) -> str:
+    """A fresh, empty bucket on the loopback server (names are unique, so tests never see each other)."""
+    return s3_server.new_bucket()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer GPT-2 + tokenizer saved with transformers; read-only by convention (copy before changing)."""
+    return make_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture
+def tiny_model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "tiny-gpt2"
+    shutil.copytree(tiny_model_dir, dest)
+    return dest
+
+
+def require_tool(name: str) -> str:
+    """Tests that need a tool fail loudly when it is missing (CI installs them all); they never skip."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name!r} is not on PATH: install it (see .ci/run) - this test does not skip", pytrace=False)
+    return path

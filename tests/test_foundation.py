@@ -1,0 +1,59 @@
+"""The foundation: the loopback servers work, the tiny model loads, the CLI reports errors as one line."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cache import layout
+from cache.logs import MASK, RedactingFilter, redact
+from tests.support.s3server import S3Server
+
+
+def test_s3_server_round_trip(s3_server: S3Server, bucket: str) -> None:
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="a/b.txt", Body=b"hello")
+    assert client.get_object(Bucket=bucket, Key="a/b.txt")["Body"].read() == b"hello"
+
+
+def test_tiny_model_loads_and_generates(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = tok("hello world", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.eos_token_id)
+    assert out.shape[1] == ids.shape[1] + 3
+    assert (tiny_model_dir / "model.safetensors").stat().st_size > 10_000
+
+
+def test_layout_names() -> None:
+    assert layout.repo_folder_name("org/name") == "models--org--name"
+    assert layout.repo_folder_name("org/data", "dataset") == "datasets--org--data"
+    assert layout.ref_key("", "o/n", "model", "main") == "hub/models--o--n/refs/main"
+    assert layout.snapshot_key("p/q/", "o/n", "model", "a" * 40, "x/y.bin") == (
+        f"p/q/hub/models--o--n/snapshots/{'a' * 40}/x/y.bin"
+    )
+    assert layout.status_key("p") == "p/hf-cache/status.json"
+
+
+def test_redaction_hides_env_secrets_and_token_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_SuperSecretValue123")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-xyz")
+    text = redact("token hf_SuperSecretValue123 key aws-secret-xyz other hf_abcdefghijkl Authorization: Bearer abc")
+    assert "SuperSecret" not in text and "aws-secret-xyz" not in text and "hf_abcdefghijkl" not in text
+    assert "Bearer abc" not in text and text.count(MASK) == 4
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "using %s", ("hf_SuperSecretValue123",), None)
+    RedactingFilter().filter(record)
+    assert record.getMessage() == f"using {MASK}"
+
+
+def test_cli_help_lists_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "cache", "--help"], capture_output=True, text=True, check=True)
+    for name in ("refresh", "mount", "env", "warm", "doctor", "demo", "ls", "verify"):
+        assert name in out.stdout
