@@ -1,0 +1,33 @@
+"""The one source of truth for a reader's environment.
+
+``hf-cache env`` prints it, the Kubernetes job-pod component is generated from / tested against it, and
+``hf-cache doctor`` checks a pod against it. ``HF_HOME`` is the mount (the bucket/prefix root), so the hub
+cache is ``<mount>/hub``. The mount is read-only, so everything huggingface/transformers/datasets would
+write under ``HF_HOME`` is moved to a writable scratch folder, and the Hub is never contacted.
+"""
+
+from __future__ import annotations
+
+DEFAULT_MOUNTPOINT = "/mnt/hf_cache"
+DEFAULT_SCRATCH = "/tmp/hf-cache"
+
+
+def reader_env(mountpoint: str = DEFAULT_MOUNTPOINT, scratch: str = DEFAULT_SCRATCH) -> dict[str, str]:
+    """Environment variables, in a stable order, that make HF libraries read the mount and nothing else."""
+    mount = mountpoint.rstrip("/") or "/"
+    tmp = scratch.rstrip("/")
+    return {
+        "HF_HOME": mount,
+        "HF_HUB_CACHE": f"{mount}/hub",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        # Writers that would otherwise write under HF_HOME (read-only here):
+        "HF_MODULES_CACHE": f"{tmp}/modules",  # transformers trust_remote_code modules
+        "HF_DATASETS_CACHE": f"{tmp}/datasets",  # datasets' Arrow processing cache
+        "HF_XET_CACHE": f"{tmp}/xet",
+        "HF_ASSETS_CACHE": f"{tmp}/assets",
+        "HF_TOKEN_PATH": f"{tmp}/token",
+    }
