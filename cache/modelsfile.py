@@ -1,0 +1,252 @@
+"""Parse and validate ``models.txt``: the list of repos refresh publishes.
+
+The whole file is validated before anything is fetched, and every problem is reported at once with its file
+and line number, so a bad edit fails the CronJob loudly instead of publishing half a list.
+
+Format, one entry per line::
+
+    ORG/NAME[@REVISION] [type=model|dataset] [include=GLOB,...] [exclude=GLOB,...] [source=file:///abs/path]
+
+Blank lines and ``#`` comments (full-line, or trailing after whitespace) are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from cache.errors import ModelsFileError
+from cache.layout import REPO_TYPES, SHA_RE, RepoType
+
+KNOWN_KEYS = ("type", "include", "exclude", "source")
+_REPO_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
+_BAD_REF_CHARS = re.compile(r"[\s~^:?*\[\\\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One validated line of models.txt."""
+
+    repo_id: str
+    revision: str | None = None
+    repo_type: RepoType = "model"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    source: Path | None = None
+    line: int = 0
+    options: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def requested_revision(self) -> str:
+        return self.revision or "main"
+
+    @property
+    def ref_name(self) -> str | None:
+        """The ``refs/<name>`` to publish; a full-sha pin needs none (huggingface_hub resolves it directly)."""
+        rev = self.requested_revision
+        return None if SHA_RE.match(rev) else rev
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.repo_type, self.repo_id, self.requested_revision)
+
+    @property
+    def display(self) -> str:
+        kind = "" if self.repo_type == "model" else f"{self.repo_type}:"
+        return f"{kind}{self.repo_id}@{self.requested_revision}"
+
+    def wants(self, path: str) -> bool:
+        """huggingface_hub's allow/ignore pattern semantics: a trailing ``/`` matches everything below."""
+        if self.include and not any(_match(path, p) for p in self.include):
+            return False
+        return not any(_match(path, p) for p in self.exclude)
+
+
+def _match(path: str, pattern: str) -> bool:
+    if pattern.endswith("/"):
+        pattern += "*"
+    return fnmatch(path, pattern)
+
+
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why ``repo_id`` is not a valid Hub repo id (the rules of huggingface_hub's validate_repo_id), or None."""
+    if not repo_id:
+        return "empty repo id"
+    if len(repo_id) > 96:
+        return f"repo id {repo_id!r} is longer than 96 characters"
+    parts = repo_id.split("/")
+    if len(parts) > 2:
+        return f"repo id {repo_id!r} has more than one '/'; use ORG/NAME"
+    for part in parts:
+        if not part or not _REPO_SEGMENT.match(part):
+            return f"invalid repo id {repo_id!r}: use ORG/NAME with letters, digits, '-', '_' and '.'"
+        if part[0] in "-." or part[-1] in "-.":
+            return f"invalid repo id {repo_id!r}: a part cannot start or end with '-' or '.'"
+    if "--" in repo_id or ".." in repo_id:
+        return f"invalid repo id {repo_id!r}: '--' and '..' are not allowed"
+    return None
+
+
+def revision_problem(rev: str) -> str | None:
+    """Why ``rev`` is not a branch/tag name or a full sha (git's ref-name rules), or None."""
+    if not rev:
+        return "empty revision after '@'"
+    if SHA_RE.match(rev):
+        return None
+    if _SHORT_SHA.match(rev) and any(c.isdigit() for c in rev) and any(c in "abcdef" for c in rev):
+        return f"revision {rev!r} looks like a short commit sha; pin the full 40-character sha"
+    if (
+        _BAD_REF_CHARS.search(rev)
+        or ".." in rev
+        or "@{" in rev
+        or "//" in rev
+        or rev.startswith(("-", "/", "."))
+        or rev.endswith(("/", ".", ".lock"))
+    ):
+        return f"invalid revision {rev!r}: use a branch or tag name, or a full 40-character commit sha"
+    return None
+
+
+def glob_problem(pattern: str) -> str | None:
+    if not pattern:
+        return "empty glob in list"
+    depth = 0
+    for ch in pattern:
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+    if depth:
+        return f"bad glob {pattern!r}: unbalanced '['"
+    if pattern.startswith("/") or ".." in pattern.split("/"):
+        return f"bad glob {pattern!r}: patterns match paths inside the repo (no leading '/' or '..')"
+    return None
+
+
+def _strip_comment(raw: str) -> str:
+    for i, ch in enumerate(raw):
+        if ch == "#" and (i == 0 or raw[i - 1].isspace()):
+            return raw[:i]
+    return raw
+
+
+def _parse_source(value: str) -> tuple[Path | None, str | None]:
+    parsed = urlparse(value)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None, f"source {value!r} is not a file:// URL; use source=file:///absolute/path"
+    path = Path(unquote(parsed.path))
+    if not path.is_absolute():
+        return None, f"source {value!r} is not an absolute path; use source=file:///absolute/path"
+    if not path.is_dir():
+        return None, f"source folder {str(path)!r} does not exist or is not a folder"
+    return path, None
+
+
+def _parse_line(text: str, lineno: int, where: str) -> tuple[ModelEntry | None, list[str]]:
+    problems: list[str] = []
+
+    def bad(msg: str) -> None:
+        problems.append(f"{where}:{lineno}: {msg}")
+
+    tokens = text.split()
+    spec, opts = tokens[0], tokens[1:]
+    if "=" in spec:
+        bad(f"expected a repo id first, got option {spec!r}; write ORG/NAME[@REVISION] [key=value ...]")
+        return None, problems
+    repo_id, at, revision = spec.partition("@")
+    if (msg := repo_id_problem(repo_id)) is not None:
+        bad(msg)
+    rev: str | None = None
+    if at:
+        rev = revision
+        if (msg := revision_problem(revision)) is not None:
+            bad(msg)
+
+    values: dict[str, str] = {}
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if not eq:
+            bad(f"option {opt!r} has no '='; write key=value ({', '.join(KNOWN_KEYS)})")
+            continue
+        if key not in KNOWN_KEYS:
+            bad(f"unknown option {key!r}; known options are {', '.join(KNOWN_KEYS)}")
+            continue
+        if key in values:
+            bad(f"option {key!r} given twice")
+            continue
+        if not value:
+            bad(f"option {key!r} has an empty value")
+            continue
+        values[key] = value
+
+    repo_type = values.get("type", "model")
+    if repo_type not in REPO_TYPES:
+        bad(f"type={repo_type!r} is not one of {', '.join(REPO_TYPES)}")
+    globs: dict[str, tuple[str, ...]] = {}
+    for key in ("include", "exclude"):
+        patterns = tuple(values[key].split(",")) if key in values else ()
+        for pattern in patterns:
+            if (msg := glob_problem(pattern)) is not None:
+                bad(f"{key}: {msg}")
+        globs[key] = patterns
+    source: Path | None = None
+    if "source" in values:
+        source, msg = _parse_source(values["source"])
+        if msg:
+            bad(msg)
+        if rev is not None:
+            bad("a revision cannot be pinned with source=: the commit is derived from the folder's contents")
+    if problems:
+        return None, problems
+    entry = ModelEntry(
+        repo_id=repo_id,
+        revision=rev,
+        repo_type=repo_type,  # type: ignore[arg-type]
+        include=globs["include"],
+        exclude=globs["exclude"],
+        source=source,
+        line=lineno,
+        options=tuple(values.items()),
+    )
+    return entry, []
+
+
+def parse_models_text(text: str, filename: str = "models.txt") -> list[ModelEntry]:
+    """All entries of a models file, or ModelsFileError listing every problem (file:line: what to do)."""
+    problems: list[str] = []
+    entries: list[ModelEntry] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    text = text.removeprefix("\ufeff")
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        content = _strip_comment(raw).strip()
+        if not content:
+            continue
+        entry, line_problems = _parse_line(content, lineno, filename)
+        problems.extend(line_problems)
+        if entry is None:
+            continue
+        if entry.key in seen:
+            problems.append(
+                f"{filename}:{lineno}: duplicate entry {entry.display} (first on line {seen[entry.key]}); remove one"
+            )
+            continue
+        seen[entry.key] = lineno
+        entries.append(entry)
+    if problems:
+        raise ModelsFileError(problems)
+    return entries
+
+
+def parse_models_file(path: str | Path) -> list[ModelEntry]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ModelsFileError([f"{path}: no such file; pass --models PATH or set HFCACHE_MODELS"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelsFileError([f"{path}: cannot read models file: {exc}"]) from exc
+    return parse_models_text(text, str(path))

@@ -1,0 +1,1 @@
+"""The writer: models.txt -> plan -> publish to S3."""
