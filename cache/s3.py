@@ -16,9 +16,11 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from cache.errors import StorageError
 
 
-def make_client(endpoint_url: str | None = None, region: str | None = None, max_pool: int = 32) -> Any:
+def make_client(
+    endpoint_url: str | None = None, region: str | None = None, max_pool: int = 32, max_attempts: int = 8
+) -> Any:
     config = Config(
-        retries={"max_attempts": 8, "mode": "standard"},
+        retries={"max_attempts": max_attempts, "mode": "standard"},
         max_pool_connections=max_pool,
         connect_timeout=10,
         read_timeout=120,

@@ -58,3 +58,37 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name!r} is not on PATH: install it (see .ci/run) - this test does not skip", pytrace=False)
     return path
+
+
+@pytest.fixture
+def mounted(s3_env: dict[str, str], tmp_path: Path):
+    """Factory: mounted(bucket=..., prefix=..., extra_args=...) -> RunningMount, stopped and unmounted afterwards."""
+    from tests.support.mounting import RunningMount, start_mount
+
+    require_tool("fusermount3")
+    started: list[RunningMount] = []
+
+    def factory(
+        *,
+        bucket: str,
+        prefix: str = "",
+        extra_args: tuple[str, ...] = (),
+        name: str = "m",
+        cache_dir: Path | None = None,
+        wait: bool = True,
+    ) -> RunningMount:
+        m = start_mount(
+            bucket=bucket,
+            prefix=prefix,
+            env=s3_env,
+            mountpoint=tmp_path / f"{name}-mnt",
+            cache_dir=cache_dir or tmp_path / f"{name}-cache",
+            extra_args=extra_args,
+            wait=wait,
+        )
+        started.append(m)
+        return m
+
+    yield factory
+    for m in started:
+        m.stop()

@@ -29,13 +29,21 @@ def make_tiny_gpt2(dest: Path, n_layer: int = 2, n_embd: int = 32, seed: int = 0
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                             unk_token="<|endoftext|>")
+    fast = GPT2TokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     fast.save_pretrained(dest)
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(fast), n_positions=64, n_embd=n_embd, n_layer=n_layer, n_head=2,
-                        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(fast),
+        n_positions=64,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=2,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+    )
     model = GPT2LMHeadModel(config)
     model.save_pretrained(dest, safe_serialization=True)
     return dest

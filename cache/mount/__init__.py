@@ -1,0 +1,1 @@
+"""The reader half: a supervised, read-only rclone VFS mount of the bucket on every node."""

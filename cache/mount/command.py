@@ -1,0 +1,126 @@
+"""``hf-cache mount``: what the DaemonSet container runs on every node."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cache.mount.config import MountConfig, parse_seconds, parse_size
+
+
+@click.command()
+@click.option("--bucket", envvar="HFCACHE_BUCKET", required=True, help="S3 bucket. [env: HFCACHE_BUCKET]")
+@click.option(
+    "--prefix", envvar="HFCACHE_PREFIX", default="", help="Key prefix: its root is HF_HOME. [env: HFCACHE_PREFIX]"
+)
+@click.option(
+    "--mountpoint",
+    envvar="HFCACHE_MOUNTPOINT",
+    default="/mnt/hf_cache",
+    show_default=True,
+    help="[env: HFCACHE_MOUNTPOINT]",
+)
+@click.option(
+    "--cache-dir",
+    envvar="HFCACHE_CACHE_DIR",
+    default="/var/cache/hf-cache",
+    show_default=True,
+    help="Node-local disk (NVMe) for the VFS cache. [env: HFCACHE_CACHE_DIR]",
+)
+@click.option(
+    "--cache-max-size",
+    envvar="HFCACHE_CACHE_MAX_SIZE",
+    default="75%",
+    show_default=True,
+    help="LRU cap: a size (500G) or a share of the cache disk (75%). [env: HFCACHE_CACHE_MAX_SIZE]",
+)
+@click.option(
+    "--endpoint-url",
+    envvar=["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+    default=None,
+    help="S3 endpoint. [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]",
+)
+@click.option("--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], default=None, help="[env: AWS_REGION]")
+@click.option(
+    "--health-port",
+    envvar="HFCACHE_HEALTH_PORT",
+    type=int,
+    default=9090,
+    show_default=True,
+    help="Port of /readyz, /healthz, /metrics.",
+)
+@click.option("--health-addr", envvar="HFCACHE_HEALTH_ADDR", default="0.0.0.0", show_default=True)
+@click.option(
+    "--rc-port",
+    envvar="HFCACHE_RC_PORT",
+    type=int,
+    default=5572,
+    show_default=True,
+    help="rclone's rc API port, on 127.0.0.1 only.",
+)
+@click.option(
+    "--freshness",
+    envvar="HFCACHE_FRESHNESS",
+    default="30s",
+    show_default=True,
+    help="Upper bound on how long a ref moved by refresh may look old to new opens.",
+)
+@click.option(
+    "--cache-poll",
+    envvar="HFCACHE_CACHE_POLL",
+    default="10s",
+    show_default=True,
+    help="How often the LRU limit is enforced.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["mount2", "mount"]),
+    default="mount2",
+    show_default=True,
+    help="rclone's FUSE backend (mount2 measured faster; see docs/mount.md).",
+)
+@click.option(
+    "--rclone-arg",
+    "rclone_extra",
+    multiple=True,
+    envvar="HFCACHE_RCLONE_ARGS",
+    help="Extra rclone flag (repeatable; env: space-separated). The escape hatch for tuning.",
+)
+def mount(
+    bucket: str,
+    prefix: str,
+    mountpoint: str,
+    cache_dir: str,
+    cache_max_size: str,
+    endpoint_url: str | None,
+    region: str | None,
+    health_port: int,
+    health_addr: str,
+    rc_port: int,
+    freshness: str,
+    cache_poll: str,
+    backend: str,
+    rclone_extra: tuple[str, ...],
+) -> None:
+    """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
+    from cache.mount.supervisor import Supervisor
+
+    cfg = MountConfig(
+        bucket=bucket,
+        prefix=prefix,
+        mountpoint=Path(mountpoint),
+        cache_dir=Path(cache_dir),
+        cache_max_bytes=parse_size(cache_max_size, Path(cache_dir)),
+        endpoint_url=endpoint_url,
+        region=region,
+        health_addr=health_addr,
+        health_port=health_port,
+        rc_port=rc_port,
+        freshness=parse_seconds(freshness, "--freshness"),
+        cache_poll=parse_seconds(cache_poll, "--cache-poll"),
+        backend=backend,
+        extra_args=tuple(a for arg in rclone_extra for a in arg.split()),
+    )
+    sys.exit(Supervisor(cfg).run())

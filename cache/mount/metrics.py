@@ -1,0 +1,59 @@
+"""Prometheus metrics for the mount, with the numbers taken from rclone itself (its rc API on 127.0.0.1).
+
+rclone's counters restart from zero when rclone restarts; the supervisor's counters must not, so bytes read from S3
+are accumulated across rclone generations here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+def rc_call(port: int, method: str, timeout: float = 3.0) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/{method}", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+class MountMetrics:
+    def __init__(self, cache_max_bytes: int):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.up = Gauge("hfcache_mount_up", "1 while the mountpoint is our live FUSE mount", registry=r)
+        self.restarts = Counter("hfcache_rclone_restarts", "Times rclone was restarted after a failure", registry=r)
+        self.cache_bytes = Gauge("hfcache_cache_bytes", "Bytes in the node's VFS cache (rclone vfs/stats)", registry=r)
+        self.cache_max = Gauge("hfcache_cache_max_bytes", "The VFS cache's LRU size limit", registry=r)
+        self.cache_files = Gauge("hfcache_cache_files", "Files in the node's VFS cache", registry=r)
+        self.open_files = Gauge("hfcache_open_files", "Files rclone has open for readers", registry=r)
+        self.s3_bytes = Counter("hfcache_s3_read_bytes", "Bytes read from S3 (rclone core/stats)", registry=r)
+        self.cache_max.set(cache_max_bytes)
+        self._lock = threading.Lock()
+        self._last_rclone_bytes = 0
+
+    def new_generation(self) -> None:
+        """rclone (re)started: its byte counter starts again at zero."""
+        with self._lock:
+            self._last_rclone_bytes = 0
+
+    def update_from_rclone(self, rc_port: int) -> None:
+        try:
+            vfs = rc_call(rc_port, "vfs/stats")
+            core = rc_call(rc_port, "core/stats")
+        except OSError:
+            return  # rclone is restarting; keep the last values
+        disk = vfs.get("diskCache", {})
+        self.cache_bytes.set(disk.get("bytesUsed", 0))
+        self.cache_files.set(disk.get("files", 0))
+        self.open_files.set(vfs.get("inUse", 0))
+        with self._lock:
+            total = int(core.get("bytes", 0))
+            if total > self._last_rclone_bytes:
+                self.s3_bytes.inc(total - self._last_rclone_bytes)
+            self._last_rclone_bytes = max(total, self._last_rclone_bytes)
