@@ -61,5 +61,5 @@ def setup_logging(verbose: bool = False) -> None:
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore", "filelock"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore", "httpx2", "httpcore2", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -92,3 +92,15 @@ def mounted(s3_env: dict[str, str], tmp_path: Path):
     yield factory
     for m in started:
         m.stop()
+
+
+@pytest.fixture
+def hub_server():
+    """A Hub-compatible server on 127.0.0.1 (HubServer); stopped after the test."""
+    from tests.support.hubserver import HubServer
+
+    server = HubServer()
+    try:
+        yield server
+    finally:
+        server.stop()

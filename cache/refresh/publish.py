@@ -219,13 +219,16 @@ class Publisher:
         t, rt = self.target, entry.repo_type
         manifest_key = layout.manifest_key(t.prefix, entry.repo_id, rt, snapshot.sha)
         manifest = t.get_json(manifest_key)
+        previous: dict[str, dict[str, Any]] = {}
         if manifest is not None and manifest.get("complete"):
-            # Already published and verified: nothing to upload, only make sure the ref points here.
-            result.files = len(manifest["files"])
-            result.bytes_total = result.bytes_skipped = sum(f["size"] for f in manifest["files"])
-            log.info("%s: snapshot %s already published (%d files)", entry.display, snapshot.sha[:12], result.files)
-            self._write_ref(entry, snapshot.sha)
-            return
+            previous = {f["path"]: f for f in manifest["files"]}
+            if all(f.path in previous for f in snapshot.files):
+                # Already published and verified: nothing to upload, only make sure the ref points here.
+                result.files = len(snapshot.files)
+                result.bytes_total = result.bytes_skipped = sum(previous[f.path]["size"] for f in snapshot.files)
+                log.info("%s: snapshot %s already published", entry.display, snapshot.sha[:12])
+                self._write_ref(entry, snapshot.sha)
+                return
 
         if not snapshot.files:
             raise HubError(f"{entry.display}: no files matched at {snapshot.sha[:12]}; check include=/exclude=")
@@ -240,6 +243,9 @@ class Publisher:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="publish") as pool:
             published = list(pool.map(one, snapshot.files))
         result.bytes_total = sum(f["size"] for f in published)
+        # Another entry for the same commit (other include/exclude) may have published more files: keep them listed.
+        mine = {f["path"] for f in published}
+        published += [{**f, "lfs": f["size"] >= LFS_THRESHOLD} for p, f in previous.items() if p not in mine]
 
         t.put_json(layout.tree_key(t.prefix, entry.repo_id, rt, snapshot.sha), tree_listing(published))
         t.put_json(
@@ -280,7 +286,9 @@ class Publisher:
                 with self._lock:
                     result.bytes_skipped += existing[key]
                 self.progress.advance(existing[key], 1)
-                return self._record(file.path, existing[key], meta["sha256"], meta["blob-id"])
+                return self._record(
+                    file, existing[key], meta["sha256"], meta["blob-id"], isinstance(source, LocalSource)
+                )
 
         local_source = isinstance(source, LocalSource)
         path = source.fetch(entry, snapshot, file, self.scratch)
@@ -310,23 +318,25 @@ class Publisher:
             result.bytes_uploaded += size
             result.files_uploaded += 1
         self.progress.advance(size, 1)
-        record = self._record(file.path, size, sha256, blob_id)
-        if file.blob_id and file.sha256:
-            record["blob_id"] = file.blob_id  # the Hub's id (of the LFS pointer) is what its tree listing says
-        return record
+        return self._record(file, size, sha256, blob_id, local_source)
 
     _lock = threading.Lock()
 
     @staticmethod
-    def _record(path: str, size: int, sha256: str, blob_id: str) -> dict[str, Any]:
-        lfs = size >= LFS_THRESHOLD
-        return {
-            "path": path,
-            "size": size,
-            "sha256": sha256,
-            "blob_id": lfs_blob_id(sha256, size) if lfs and blob_id is None else blob_id,
-            "lfs": lfs,
-        }
+    def _record(file: RepoFile, size: int, sha256: str, blob_id: str, local: bool) -> dict[str, Any]:
+        """One file's line in the manifest and tree listing.
+
+        Hub files are LFS files when the Hub gave an LFS sha256, and their blob id is then the Hub's (that of the
+        LFS pointer); local files count as LFS from LFS_THRESHOLD up, as a git-lfs repo would store them.
+        """
+        lfs = (
+            size >= LFS_THRESHOLD
+            if local or (file.sha256 is None and file.blob_id is None)
+            else file.sha256 is not None
+        )
+        if lfs:
+            blob_id = file.blob_id if file.blob_id and not local else lfs_blob_id(sha256, size)
+        return {"path": file.path, "size": size, "sha256": sha256, "blob_id": blob_id, "lfs": lfs}
 
     def _write_ref(self, entry: ModelEntry, sha: str) -> None:
         ref = entry.ref_name

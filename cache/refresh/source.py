@@ -135,10 +135,10 @@ class HubSource:
     """The Hugging Face Hub or a Hub-compatible server, through huggingface_hub (``HF_ENDPOINT``, ``HF_TOKEN``)."""
 
     def __init__(self, endpoint: str | None = None, token: str | None = None):
-        from huggingface_hub import constants
+        from huggingface_hub import constants, get_token
 
         self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
-        self.token = token or None
+        self.token = token or get_token() or None  # HF_TOKEN, as huggingface_hub reads it
 
     def _api(self):
         from huggingface_hub import HfApi
