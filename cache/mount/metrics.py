@@ -31,7 +31,6 @@ class MountMetrics:
         self.cache_bytes = Gauge("hfcache_cache_bytes", "Bytes in the node's VFS cache (rclone vfs/stats)", registry=r)
         self.cache_max = Gauge("hfcache_cache_max_bytes", "The VFS cache's LRU size limit", registry=r)
         self.cache_files = Gauge("hfcache_cache_files", "Files in the node's VFS cache", registry=r)
-        self.open_files = Gauge("hfcache_open_files", "Files rclone has open for readers", registry=r)
         self.s3_bytes = Counter("hfcache_s3_read_bytes", "Bytes read from S3 (rclone core/stats)", registry=r)
         self.cache_max.set(cache_max_bytes)
         self._lock = threading.Lock()
@@ -51,7 +50,6 @@ class MountMetrics:
         disk = vfs.get("diskCache", {})
         self.cache_bytes.set(disk.get("bytesUsed", 0))
         self.cache_files.set(disk.get("files", 0))
-        self.open_files.set(vfs.get("inUse", 0))
         with self._lock:
             total = int(core.get("bytes", 0))
             if total > self._last_rclone_bytes:

@@ -68,7 +68,7 @@ def rclone_args(cfg: MountConfig) -> list[str]:
         "--cache-dir",
         str(cfg.cache_dir),
         "--vfs-cache-max-size",
-        str(cfg.cache_max_bytes),
+        f"{cfg.cache_max_bytes}B",  # a bare number would be KiB to rclone
         "--vfs-cache-max-age",
         "8760h",
         "--vfs-cache-poll-interval",

@@ -39,8 +39,9 @@ HEARTBEAT_STALE = 30.0
 
 def preflight(cfg: MountConfig) -> None:
     """Fail with one actionable line on the mistakes that would otherwise become a silent crash loop."""
-    if not os.path.exists("/dev/fuse"):
-        raise MountError("/dev/fuse is missing: run the container privileged (or mount /dev/fuse into it)")
+    fuse_device = os.environ.get("HFCACHE_FUSE_DEVICE", "/dev/fuse")  # overridable so tests can remove it
+    if not os.path.exists(fuse_device):
+        raise MountError(f"{fuse_device} is missing: run the container privileged (or mount /dev/fuse into it)")
     fusemount.fusermount()
     rclone_binary()
     client = make_client(cfg.endpoint_url, cfg.region, max_attempts=2)
