@@ -1,0 +1,95 @@
+"""``hf-cache env``, ``warm`` and ``doctor``: the commands a job pod (or a node) runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import click
+
+from cache.errors import ConfigError, HfCacheError
+from cache.layout import mount_hub_dir
+from cache.modelsfile import parse_models_file, parse_models_text
+from cache.progress import Progress, human_bytes
+from cache.readers.envvars import DEFAULT_MOUNTPOINT, reader_env
+
+mountpoint_opt = click.option(
+    "--mountpoint",
+    envvar="HFCACHE_MOUNTPOINT",
+    default=DEFAULT_MOUNTPOINT,
+    show_default=True,
+    help="Where the hf-cache mount is. [env: HFCACHE_MOUNTPOINT]",
+)
+
+
+def format_env(env: dict[str, str], fmt: str) -> str:
+    if fmt == "shell":
+        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+    if fmt == "dotenv":
+        return "\n".join(f"{k}={v}" for k, v in env.items())
+    # k8s: a container's env list; values JSON-quoted, which is valid YAML
+    return "env:\n" + "\n".join(f"  - name: {k}\n    value: {json.dumps(v)}" for k, v in env.items())
+
+
+@click.command()
+@mountpoint_opt
+@click.option("--format", "fmt", type=click.Choice(["shell", "dotenv", "k8s"]), default="shell", show_default=True)
+def env(mountpoint: str, fmt: str) -> None:
+    """Print the environment that makes Hugging Face libraries read the mount, offline."""
+    click.echo(format_env(reader_env(mountpoint), fmt))
+
+
+def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | None, str]]:
+    """(repo_id, revision, type) from REPO[@REV] arguments and/or a models file, validated like models.txt."""
+    entries = parse_models_text("\n".join(repos), "arguments") if repos else []
+    if models:
+        entries += parse_models_file(models)
+    if not entries:
+        raise ConfigError("name at least one REPO[@REV], or --models models.txt")
+    return [(e.repo_id, e.revision, e.repo_type) for e in entries]
+
+
+@click.command()
+@click.argument("repos", nargs=-1)
+@click.option("--models", type=click.Path(dir_okay=False), default=None, help="Warm every entry of a models file.")
+@mountpoint_opt
+@click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True)
+def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: int) -> None:
+    """Read every file of the given snapshots through the mount so this node's cache holds them."""
+    from cache.readers.warm import resolve_snapshot
+    from cache.readers.warm import warm as warm_files
+
+    hub = Path(mount_hub_dir(mountpoint))
+    resolved = [resolve_snapshot(hub, rid, rev, rtype) for rid, rev, rtype in _specs(repos, models)]
+    missing = [r for r in resolved if r.snapshot is None]
+    found = [r.snapshot for r in resolved if r.snapshot is not None]
+    with Progress("warm") as progress:
+        files, nbytes = warm_files(found, workers=workers, progress=progress)
+    click.echo(f"warmed {len(found)} snapshots: {files} files, {human_bytes(nbytes)} at {human_bytes(progress.rate)}/s")
+    if missing:
+        raise HfCacheError("not found: " + "; ".join(r.problem or r.spec for r in missing))
+
+
+@click.command()
+@click.argument("repos", nargs=-1)
+@mountpoint_opt
+@click.option(
+    "--max-age-hours", type=float, default=48.0, show_default=True, help="A refresh older than this is reported stale."
+)
+def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float) -> None:
+    """Check this pod or node can read models from the mount; one line per check, the fix for each failure."""
+    from cache.readers.doctor import check_env, check_fresh, check_mount, check_repo
+
+    mp = Path(mountpoint)
+    checks = [check_env(mountpoint, dict(os.environ)), *check_mount(mp)]
+    if all(c.ok for c in checks if c.name == "mount"):
+        checks.append(check_fresh(mp, max_age_hours))
+        for rid, rev, rtype in _specs(repos, None) if repos else []:
+            checks.append(check_repo(Path(mount_hub_dir(mountpoint)), rid, rev, rtype))
+    for c in checks:
+        click.echo(c.line())
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise HfCacheError(f"{len(failed)} of {len(checks)} checks failed")

@@ -1,0 +1,229 @@
+"""``hf-cache demo``: the whole pipeline on one machine, no cluster, no cloud, no Hub.
+
+It starts a loopback S3 server (moto), makes a tiny real model, publishes it with ``hf-cache refresh`` from a
+``source=file://`` entry, mounts the bucket with ``hf-cache mount``, and loads the model with transformers through
+the mount, cold and then warm, each in a fresh process with only the reader environment (``hf-cache env``).
+Everything it starts is stopped, and everything it made is removed, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from cache.errors import ConfigError, HfCacheError
+from cache.progress import human_bytes
+from cache.readers.envvars import reader_env
+
+LOAD_SCRIPT = """
+import json, sys, time
+from transformers import AutoModelForCausalLM, AutoTokenizer
+repo = sys.argv[1]
+t0 = time.perf_counter()
+tok = AutoTokenizer.from_pretrained(repo)
+model = AutoModelForCausalLM.from_pretrained(repo)
+loaded = time.perf_counter() - t0
+ids = tok("hello world", return_tensors="pt").input_ids
+out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.eos_token_id)
+print(json.dumps({"load_s": loaded, "text": tok.decode(out[0]), "params": sum(p.numel() for p in model.parameters())}))
+"""
+
+CREDS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HfCacheError(f"{what} exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise HfCacheError(f"{what} was not ready within {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def _s3_server(env: dict[str, str]) -> Iterator[str]:
+    try:
+        import moto.server  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("the demo's loopback S3 needs moto: pip install 'hf-cache[test]'") from exc
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait(f"http://127.0.0.1:{port}/moto-api/", proc, 30, "the loopback S3 server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+def _hf(args: list[str], env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "cache", *args], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise HfCacheError(f"hf-cache {args[0]} failed: {result.stderr.strip().splitlines()[-1:]}")
+
+
+def _load(repo: str, mountpoint: Path, scratch: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(reader_env(str(mountpoint), str(scratch)))
+    result = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, repo], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise HfCacheError(f"loading {repo} through the mount failed: {result.stderr.strip()[-500:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _metrics(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("hfcache_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+@click.command()
+@click.option(
+    "--model", default=None, help="A Hub repo (ORG/NAME) to use instead of the tiny local model; needs Hub access."
+)
+@click.option("--keep", is_flag=True, help="Leave the temp folder (not the servers) for a look afterwards.")
+def demo(model: str | None, keep: bool) -> None:
+    """Run refresh -> S3 -> mount -> from_pretrained on this machine, and print what happened."""
+    from cache.readers.tinymodel import make_tiny_gpt2
+
+    work = Path(tempfile.mkdtemp(prefix="hf-cache-demo-"))
+    env = {**os.environ, **CREDS}
+    mount_proc: subprocess.Popen | None = None
+    interrupted = False
+
+    def on_term(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        with _s3_server(env) as endpoint:
+            env.update(AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_S3=endpoint)
+            import boto3
+
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="demo",
+                aws_secret_access_key="demo-secret",
+            ).create_bucket(Bucket="hf-cache-demo")
+            click.echo(f"1. loopback S3 at {endpoint}, bucket hf-cache-demo")
+            if model:
+                repo, line = model, model
+            else:
+                src = make_tiny_gpt2(work / "tiny-gpt2")
+                repo, line = "demo/tiny-gpt2", f"demo/tiny-gpt2 source=file://{src}"
+            models = work / "models.txt"
+            models.write_text(line + "\n")
+            t0 = time.perf_counter()
+            _hf(["refresh", "--models", str(models), "--bucket", "hf-cache-demo"], env)
+            click.echo(
+                f"2. published {repo} with hf-cache refresh in {time.perf_counter() - t0:.1f}s (models.txt: {line!r})"
+            )
+
+            mountpoint, cache_dir, port = work / "mnt", work / "cache", _free_port()
+            mount_proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cache",
+                    "mount",
+                    "--bucket",
+                    "hf-cache-demo",
+                    "--mountpoint",
+                    str(mountpoint),
+                    "--cache-dir",
+                    str(cache_dir),
+                    "--cache-max-size",
+                    "2G",
+                    "--health-addr",
+                    "127.0.0.1",
+                    "--health-port",
+                    str(port),
+                    "--rc-port",
+                    str(_free_port()),
+                ],
+                env=env,
+                stdout=(work / "mount.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            health = f"http://127.0.0.1:{port}"
+            _wait(health + "/readyz", mount_proc, 60, "hf-cache mount")
+            click.echo(f"3. mounted read-only at {mountpoint} (node cache {cache_dir}, health {health})")
+
+            cold = _load(repo, mountpoint, work / "scratch")
+            after_cold = _metrics(health)
+            warm = _load(repo, mountpoint, work / "scratch")
+            after_warm = _metrics(health)
+            s3_cold = after_cold.get("hfcache_s3_read_bytes_total", 0)
+            s3_warm = after_warm.get("hfcache_s3_read_bytes_total", 0) - s3_cold
+            click.echo("4. from_pretrained through the mount, fresh processes, env from `hf-cache env`:")
+            click.echo(f"     cold: {cold['load_s']:.2f}s ({human_bytes(s3_cold)} read from S3)")
+            click.echo(f"     warm: {warm['load_s']:.2f}s ({human_bytes(s3_warm)} read from S3)")
+            click.echo(f"     {cold['params']:,} parameters; generate(): {warm['text']!r}")
+            click.echo(
+                f"5. node cache: {human_bytes(after_warm.get('hfcache_cache_bytes', 0))} in "
+                f"{int(after_warm.get('hfcache_cache_files', 0))} files (cap "
+                f"{human_bytes(after_warm.get('hfcache_cache_max_bytes', 0))}), mount up "
+                f"{int(after_warm.get('hfcache_mount_up', 0))}, rclone restarts "
+                f"{int(after_warm.get('hfcache_rclone_restarts_total', 0))}"
+            )
+            _stop(mount_proc)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        _stop(mount_proc)
+        if keep:
+            click.echo(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if interrupted:
+        raise click.exceptions.Abort()
+    click.echo("6. stopped the mount and the S3 server; removed " + ("nothing" if keep else str(work)))
