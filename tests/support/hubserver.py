@@ -175,6 +175,8 @@ class HubServer:
         with self._lock:
             self.request_log.append((h.command, h.path))
         if path.startswith("/api/"):
+            if path.count("/") < 3:
+                return self._error(h, 404, "EntryNotFound", f"no such endpoint {path}", head)
             _, _, kind, rest = path.split("/", 3)
             repo_type = {"models": "model", "datasets": "dataset"}.get(kind)
             repo, tail = self._find(repo_type or "", rest) if repo_type else (None, rest)
