@@ -40,4 +40,4 @@ bench-load *ARGS:
 
 # Render a cluster's manifests from its values and Terraform outputs: `just render example`.
 render CLUSTER:
-    {{python}} -m cache.render {{CLUSTER}}
+    hf-cache render clusters/{{CLUSTER}}

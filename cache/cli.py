@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "warm": "cache.readers.command:warm",
     "doctor": "cache.readers.command:doctor",
     "demo": "cache.readers.demo:demo",
+    "render": "cache.deploy.render:render",
 }
 
 
