@@ -1,0 +1,55 @@
+variable "cluster_name" {
+  description = "Cluster name: part of the role names."
+  type        = string
+}
+
+variable "oidc_provider_arn" {
+  description = "ARN of the cluster's IAM OIDC provider (aws_iam_openid_connect_provider / EKS module output)."
+  type        = string
+}
+
+variable "oidc_provider_url" {
+  description = "Issuer URL of the cluster's OIDC provider, with or without https:// (e.g. oidc.eks.us-east-1.amazonaws.com/id/ABC)."
+  type        = string
+}
+
+variable "bucket_name" {
+  description = "The shared model bucket."
+  type        = string
+}
+
+variable "prefix" {
+  description = "Key prefix this cluster reads and refresh writes (its root is the pods' HF_HOME). Empty = the whole bucket."
+  type        = string
+  default     = ""
+}
+
+variable "namespace" {
+  description = "Kubernetes namespace of the hf-cache workloads (must match the manifests)."
+  type        = string
+  default     = "hf-cache"
+}
+
+variable "mount_service_account" {
+  description = "ServiceAccount of the mount DaemonSet: trusted by the read-only role."
+  type        = string
+  default     = "hf-cache-mount"
+}
+
+variable "refresh_service_account" {
+  description = "ServiceAccount of the refresh CronJob: trusted by the read/write role."
+  type        = string
+  default     = "hf-cache-refresh"
+}
+
+variable "kms_key_arn" {
+  description = "The bucket's KMS key, when it uses SSE-KMS: the roles get decrypt (and refresh encrypt) on it."
+  type        = string
+  default     = null
+}
+
+variable "tags" {
+  description = "Tags for the roles."
+  type        = map(string)
+  default     = {}
+}
