@@ -5,9 +5,7 @@ python := env_var_or_default("PYTHON", "python3")
 
 # Install everything a fresh machine lacks (fuse3, the package with test extras).
 setup:
-    command -v fusermount3 >/dev/null || (apt-get update -qq && apt-get install -y -qq fuse3)
-    {{python}} -m pip install -q torch==2.13.0
-    {{python}} -m pip install -q -e '.[test]'
+    bash scripts/setup.sh
 
 # The whole test suite (what CI runs).
 test *ARGS:
@@ -38,6 +36,14 @@ bench-mount *ARGS:
 bench-load *ARGS:
     {{python}} -m benchmarks.load {{ARGS}}
 
-# Render a cluster's manifests from its values and Terraform outputs: `just render example`.
+# Render a cluster's overlay from its values and Terraform outputs: `just render example`.
 render CLUSTER:
     hf-cache render clusters/{{CLUSTER}}
+
+# Print a cluster's manifests (what `just deploy` applies).
+manifests CLUSTER:
+    kubectl kustomize --load-restrictor LoadRestrictionsNone clusters/{{CLUSTER}}
+
+# Apply a cluster's manifests with the current kubectl context.
+deploy CLUSTER:
+    kubectl kustomize --load-restrictor LoadRestrictionsNone clusters/{{CLUSTER}} | kubectl apply -f -

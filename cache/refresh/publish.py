@@ -29,6 +29,7 @@ from cache.logs import redact
 from cache.modelsfile import ModelEntry
 from cache.progress import Progress
 from cache.refresh.source import (
+    LFS_THRESHOLD,
     HubSource,
     LocalSource,
     RepoFile,
@@ -41,7 +42,6 @@ from cache.refresh.source import (
 log = logging.getLogger("hf_cache.refresh")
 
 MiB = 1024 * 1024
-LFS_THRESHOLD = 10 * MiB  # files at least this big are described as LFS files in the tree listing
 WRITE_OPS = (
     "PutObject",
     "CreateMultipartUpload",
@@ -179,7 +179,7 @@ class Publisher:
         scratch: Path,
         workers: int = 4,
         progress: Progress | None = None,
-        multipart_chunk: int = 64 * MiB,
+        multipart_chunk: int = 16 * MiB,
     ):
         self.target = target
         self.hub = hub
@@ -189,7 +189,7 @@ class Publisher:
         self.transfer = TransferConfig(
             multipart_threshold=multipart_chunk,
             multipart_chunksize=multipart_chunk,
-            max_concurrency=4,
+            max_concurrency=8,
             use_threads=True,
         )
 

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -21,6 +22,7 @@ from cache.logs import redact
 from cache.modelsfile import ModelEntry
 
 CHUNK = 8 * 1024 * 1024
+LFS_THRESHOLD = 10 * 1024 * 1024  # files at least this big are described (and hashed) as LFS files
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n"
 
 
@@ -51,16 +53,21 @@ def lfs_blob_id(sha256: str, size: int) -> str:
     return git_blob_id(LFS_POINTER.format(sha=sha256, size=size).encode())
 
 
-def hash_file(path: Path) -> tuple[str, str, int]:
-    """(sha256, git blob id, size) of a local file, in one pass."""
+def hash_file(path: Path, blob_id: bool = True) -> tuple[str, str | None, int]:
+    """(sha256, git blob id, size) of a local file, in one pass.
+
+    The git blob id is only worth its second hash for files stored in git itself; an LFS-sized file's blob id is
+    derived from its sha256 (``lfs_blob_id``), so ``blob_id=False`` skips it.
+    """
     size = path.stat().st_size
     sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(b"blob %d\0" % size)
+    sha1 = hashlib.sha1(b"blob %d\0" % size) if blob_id else None
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             sha256.update(chunk)
-            sha1.update(chunk)
-    return sha256.hexdigest(), sha1.hexdigest(), size
+            if sha1 is not None:
+                sha1.update(chunk)
+    return sha256.hexdigest(), sha1.hexdigest() if sha1 is not None else None, size
 
 
 def safe_repo_path(path: str) -> str:
@@ -76,6 +83,7 @@ def safe_repo_path(path: str) -> str:
 def verify_download(file: RepoFile, local: Path, repo: str) -> tuple[str, str, int]:
     """Hash a downloaded file and compare with every checksum the source gave. Returns (sha256, blob_id, size)."""
     sha256, blob_id, size = hash_file(local)
+    assert blob_id is not None
     if file.size is not None and file.size != size:
         raise IntegrityError(f"{repo}: {file.path} is {size} bytes, the source said {file.size}")
     if file.sha256 is not None and file.sha256 != sha256:
@@ -107,8 +115,7 @@ class LocalSource:
     def resolve(self, entry: ModelEntry) -> Snapshot:
         assert entry.source is not None
         root = entry.source
-        files: list[RepoFile] = []
-        digest = hashlib.sha1(f"hf-cache local source\0{entry.repo_type}\0".encode())
+        found: list[tuple[str, Path]] = []
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in (".git", ".cache"))
             for name in sorted(filenames):
@@ -116,10 +123,19 @@ class LocalSource:
                 if full.is_symlink() and not full.exists():
                     continue
                 rel = full.relative_to(root).as_posix()
-                if not entry.wants(rel):
-                    continue
-                sha256, blob_id, size = hash_file(full)
-                files.append(RepoFile(path=rel, size=size, sha256=sha256, blob_id=blob_id))
+                if entry.wants(rel):
+                    found.append((rel, full))
+
+        def describe(item: tuple[str, Path]) -> RepoFile:
+            rel, full = item
+            small = full.stat().st_size < LFS_THRESHOLD
+            sha256, blob_id, size = hash_file(full, blob_id=small)
+            return RepoFile(path=rel, size=size, sha256=sha256, blob_id=blob_id or lfs_blob_id(sha256, size))
+
+        # hashlib releases the GIL on large buffers: hashing several files at once uses every core.
+        with ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="hash") as pool:
+            files = list(pool.map(describe, found))
+        digest = hashlib.sha1(f"hf-cache local source\0{entry.repo_type}\0".encode())
         files.sort(key=lambda f: f.path)
         for f in files:
             digest.update(f"{f.path}\0{f.size}\0{f.sha256}\0".encode())
