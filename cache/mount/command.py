@@ -79,7 +79,7 @@ from cache.mount.config import MountConfig, parse_seconds, parse_size
     type=click.Choice(["mount2", "mount"]),
     default="mount2",
     show_default=True,
-    help="rclone's FUSE backend (mount2 measured faster; see docs/mount.md).",
+    help="rclone's FUSE backend (mount2 measured faster; see README.md).",
 )
 @click.option(
     "--rclone-arg",

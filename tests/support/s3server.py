@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,7 @@ def start_s3_server() -> S3Server:
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env=env,
+        cwd=tempfile.gettempdir(),  # moto's request recorder (used by the refresh benchmark) writes into its cwd
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
