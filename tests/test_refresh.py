@@ -267,3 +267,40 @@ def test_dry_run_writes_nothing(s3_server: S3Server, bucket: str, tmp_path: Path
     assert result.returncode == 0
     assert "team/ckpt@main: from local" in result.stdout and "org/x@v2" in result.stdout
     assert objects(s3_server.client(), bucket) == {}
+
+
+def test_tree_listing_makes_offline_snapshot_download_refuse_an_incomplete_snapshot(
+    s3_server: S3Server, bucket: str, tmp_path: Path, repo_dir: Path
+) -> None:
+    """With the published trees/<sha>.json, the installed huggingface_hub raises IncompleteSnapshotError for a
+    snapshot that lost a file, instead of silently returning the partial folder."""
+    import subprocess
+    import sys
+
+    models = tmp_path / "models.txt"
+    models.write_text(f"team/ckpt source=file://{repo_dir}\n")
+    assert run_refresh(models, bucket, s3_server.env()).returncode == 0
+    client = s3_server.client()
+    home = tmp_path / "home"
+    for key in objects(client, bucket):
+        if key.startswith("p/hub/"):
+            dest = home / key[len("p/") :]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(read(client, bucket, key))
+    code = (
+        "import json\nfrom huggingface_hub import snapshot_download\n"
+        "try:\n print(json.dumps({'ok': snapshot_download('team/ckpt')}))\n"
+        "except Exception as e:\n print(json.dumps({'error': type(e).__name__}))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+    def attempt() -> dict:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    complete = attempt()
+    assert complete.get("ok", "").endswith(read(client, bucket, "p/hub/models--team--ckpt/refs/main").decode())
+    next((home / "hub/models--team--ckpt/snapshots").glob("*/sub/nested.txt")).unlink()
+    assert attempt() == {"error": "IncompleteSnapshotError"}
+    next((home / "hub/models--team--ckpt/trees").glob("*.json")).unlink()
+    assert "ok" in attempt()  # without the tree listing the partial folder would be returned silently
