@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,12 +27,46 @@ __all__ = ["ROOT", "RunningMount", "S3Server", "median_time", "mounted", "s3", "
 
 
 @contextlib.contextmanager
-def s3() -> Iterator[S3Server]:
-    server = start_s3_server()
+def s3(kind: str = "moto") -> Iterator[S3Server]:
+    """A loopback S3 server: moto (what the tests use), or ``rclone serve s3`` over a local folder.
+
+    moto answers a ranged GET by slicing the whole in-memory object, which penalises every chunked reader (rclone's
+    VFS, boto3's parallel download); ``rclone serve s3`` serves ranges from disk like a real object store.
+    """
+    if kind == "moto":
+        server = start_s3_server()
+    else:
+        from cache.mount.rclone import rclone_binary
+        from tests.support.net import free_port, wait_http
+        from tests.support.s3server import CREDENTIALS
+
+        port = free_port()
+        root = Path(tempfile.mkdtemp(prefix="bench-s3-"))
+        proc = subprocess.Popen(
+            [
+                rclone_binary(),
+                "serve",
+                "s3",
+                str(root),
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--auth-key",
+                f"{CREDENTIALS['AWS_ACCESS_KEY_ID']},{CREDENTIALS['AWS_SECRET_ACCESS_KEY']}",
+                "--config",
+                "/dev/null",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_http(f"http://127.0.0.1:{port}/", proc=proc)
+        server = S3Server(endpoint=f"http://127.0.0.1:{port}", proc=proc)
     try:
         yield server
     finally:
         server.stop()
+        if kind != "moto":
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
