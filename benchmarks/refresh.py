@@ -32,7 +32,7 @@ def recorded_requests(endpoint: str, action: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=3)
-    ap.add_argument("--size-mb", type=int, default=100)
+    ap.add_argument("--size-mb", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
@@ -98,6 +98,7 @@ def main() -> None:
                         capture_output=True,
                     )
                     t_rclone.append(time.perf_counter() - t0)
+        recorded_requests(server.endpoint, "reset-recording")
         recorded_requests(server.endpoint, "start-recording")
         t0 = time.perf_counter()
         rerun = subprocess.run(

@@ -127,8 +127,8 @@ def render_overlay(cluster_dir: Path, root: Path) -> str:
         ],
     }
     header = (
-        f"# Rendered by `hf-cache render {cluster_dir}` from values.json and {tf_path.name}: do not edit,\n"
-        "# change those and render again. Deploy with `kubectl apply -k` on this folder.\n"
+        f"# Rendered by `hf-cache render {os.path.relpath(cluster_dir, root)}` from values.json and"
+        f" {tf_path.name}: do not edit,\n# change those and render again. Deploy: {DEPLOY_HINT}\n"
     )
     return header + json.dumps(overlay, indent=2) + "\n"  # JSON is YAML: kustomize reads it as is
 

@@ -179,7 +179,7 @@ class Publisher:
         scratch: Path,
         workers: int = 4,
         progress: Progress | None = None,
-        multipart_chunk: int = 16 * MiB,
+        multipart_chunk: int = 64 * MiB,
     ):
         self.target = target
         self.hub = hub
@@ -187,9 +187,10 @@ class Publisher:
         self.workers = max(1, workers)
         self.progress = progress or Progress("refresh", tty=False)
         self.transfer = TransferConfig(
-            multipart_threshold=multipart_chunk,
+            # Like rclone's upload cutoff: below it one streamed PUT beats assembling parts (server-side copies).
+            multipart_threshold=200 * MiB,
             multipart_chunksize=multipart_chunk,
-            max_concurrency=8,
+            max_concurrency=4,
             use_threads=True,
         )
 

@@ -151,10 +151,21 @@ class HubSource:
     """The Hugging Face Hub or a Hub-compatible server, through huggingface_hub (``HF_ENDPOINT``, ``HF_TOKEN``)."""
 
     def __init__(self, endpoint: str | None = None, token: str | None = None):
-        from huggingface_hub import constants, get_token
+        # huggingface_hub is imported only when a Hub repo is actually resolved: a run of local sources (and the
+        # CronJob's start-up) does not pay its import time. HF_ENDPOINT is read as huggingface_hub reads it.
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+        self._token = token
+        self._token_read = token is not None
 
-        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
-        self.token = token or get_token() or None  # HF_TOKEN, as huggingface_hub reads it
+    @property
+    def token(self) -> str | None:
+        """HF_TOKEN / HF_TOKEN_PATH, as huggingface_hub reads them (looked up once, on first use)."""
+        if not self._token_read:
+            from huggingface_hub import get_token
+
+            self._token = get_token() or None
+            self._token_read = True
+        return self._token
 
     def _api(self):
         from huggingface_hub import HfApi
