@@ -109,7 +109,9 @@ def test_moved_ref_and_changed_local_folder_publish_new_snapshot(
     second = read(client, bucket, "p/hub/models--team--ckpt/refs/main")
     assert second != first
     st = status(client, bucket)["repos"][0]
-    assert st["files_uploaded"] == st["files"] == 7  # a new commit is a new snapshot folder
+    # A new commit is a new snapshot folder, but unchanged bytes are copied inside S3, not sent again.
+    assert (st["files"], st["files_uploaded"], st["files_copied"]) == (7, 1, 6)
+    assert st["bytes_uploaded"] == len('{"changed": true}')
     assert first.decode() in {k.split("/")[4] for k in objects(client, bucket) if "/snapshots/" in k}
     assert check_refs_complete(client, bucket) == 1
 

@@ -65,7 +65,8 @@ def _summary(results: list[RepoResult]) -> str:
         if r.state == "ok":
             lines.append(
                 f"  ok      {r.entry.display} -> {sha}  {r.files} files, {human_bytes(r.bytes_total)}"
-                f" (uploaded {human_bytes(r.bytes_uploaded)}, skipped {human_bytes(r.bytes_skipped)})"
+                f" (uploaded {human_bytes(r.bytes_uploaded)}, copied {human_bytes(r.bytes_copied)},"
+                f" skipped {human_bytes(r.bytes_skipped)})"
             )
         else:
             lines.append(f"  FAILED  {r.entry.display}: {r.error}")

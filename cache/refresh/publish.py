@@ -43,6 +43,7 @@ log = logging.getLogger("hf_cache.refresh")
 
 MiB = 1024 * 1024
 WRITE_OPS = (
+    "UploadPartCopy",
     "PutObject",
     "CreateMultipartUpload",
     "UploadPart",
@@ -91,6 +92,8 @@ class RepoResult:
     files_uploaded: int = 0
     bytes_uploaded: int = 0
     bytes_skipped: int = 0
+    files_copied: int = 0
+    bytes_copied: int = 0
     started: str = field(default_factory=now_iso)
     ended: str | None = None
 
@@ -109,6 +112,8 @@ class RepoResult:
             "files_uploaded": self.files_uploaded,
             "bytes_uploaded": self.bytes_uploaded,
             "bytes_skipped": self.bytes_skipped,
+            "files_copied": self.files_copied,
+            "bytes_copied": self.bytes_copied,
             "started": self.started,
             "ended": self.ended,
         }
@@ -186,6 +191,7 @@ class Publisher:
         self.scratch = scratch
         self.workers = max(1, workers)
         self.progress = progress or Progress("refresh", tty=False)
+        self._lock = threading.Lock()
         self.transfer = TransferConfig(
             # Like rclone's upload cutoff: below it one streamed PUT beats assembling parts (server-side copies).
             multipart_threshold=200 * MiB,
@@ -235,11 +241,12 @@ class Publisher:
             raise HubError(f"{entry.display}: no files matched at {snapshot.sha[:12]}; check include=/exclude=")
         snap_prefix = layout.snapshot_prefix(t.prefix, entry.repo_id, rt, snapshot.sha)
         existing = t.list(snap_prefix)
+        reusable = self._published_files(entry, snapshot.sha)
         result.files = len(snapshot.files)
         log.info("%s: publishing %s (%d files)", entry.display, snapshot.sha[:12], result.files)
 
         def one(file: RepoFile) -> dict[str, Any]:
-            return self._publish_file(entry, source, snapshot, file, existing, result)
+            return self._publish_file(entry, source, snapshot, file, existing, reusable, result)
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="publish") as pool:
             published = list(pool.map(one, snapshot.files))
@@ -272,6 +279,7 @@ class Publisher:
         snapshot: Snapshot,
         file: RepoFile,
         existing: dict[str, int],
+        reusable: dict[str, dict[str, Any]],
         result: RepoResult,
     ) -> dict[str, Any]:
         t = self.target
@@ -292,6 +300,21 @@ class Publisher:
                 )
 
         local_source = isinstance(source, LocalSource)
+        known = reusable.get(file.sha256) if file.sha256 else None
+        if known is not None and file.size in (None, known["size"]):
+            # The same bytes are already published in another snapshot of this repo (verified then): a server-side
+            # copy, no download and no upload. A new commit that changes one json re-sends nothing else.
+            t.client.copy({"Bucket": t.bucket, "Key": known["key"]}, t.bucket, key, Config=self.transfer)
+            head = t.client.head_object(Bucket=t.bucket, Key=key)
+            meta = head.get("Metadata", {})
+            if head["ContentLength"] != known["size"] or meta.get("sha256") != file.sha256:
+                raise StorageError(f"{entry.display}: copy of {file.path} did not land intact in S3")
+            with self._lock:
+                result.bytes_copied += known["size"]
+                result.files_copied += 1
+            self.progress.advance(known["size"], 1)
+            return self._record(file, known["size"], file.sha256, meta.get("blob-id") or known["blob_id"], local_source)
+
         path = source.fetch(entry, snapshot, file, self.scratch)
         try:
             if local_source:
@@ -321,7 +344,19 @@ class Publisher:
         self.progress.advance(size, 1)
         return self._record(file, size, sha256, blob_id, local_source)
 
-    _lock = threading.Lock()
+    def _published_files(self, entry: ModelEntry, sha: str) -> dict[str, dict[str, Any]]:
+        """sha256 -> a verified object of another published snapshot of this repo (from their manifests)."""
+        t = self.target
+        folder = layout.repo_folder_name(entry.repo_id, entry.repo_type)
+        found: dict[str, dict[str, Any]] = {}
+        for key in t.list(layout.join(t.prefix, layout.META_DIR, "manifests", folder)):
+            manifest = t.get_json(key)
+            if not manifest or not manifest.get("complete") or manifest.get("sha") == sha:
+                continue
+            for f in manifest["files"]:
+                src = layout.snapshot_key(t.prefix, entry.repo_id, entry.repo_type, manifest["sha"], f["path"])
+                found.setdefault(f["sha256"], {"key": src, "size": f["size"], "blob_id": f["blob_id"]})
+        return found
 
     @staticmethod
     def _record(file: RepoFile, size: int, sha256: str, blob_id: str, local: bool) -> dict[str, Any]:
