@@ -57,7 +57,10 @@ run "roles_are_scoped_to_the_bucket_prefix" {
     error_message = "ListBucket is not limited to the prefix"
   }
   assert {
-    condition = toset(flatten([jsondecode(module.cluster.refresh_policy_json).Statement[0].Action])) == toset([
+    condition = toset(flatten([
+      for s in jsondecode(module.cluster.refresh_policy_json).Statement : flatten([s.Action])
+      if contains(flatten([s.Resource]), "arn:aws:s3:::acme-hf-models/clusters/gpu-a/*")
+      ])) == toset([
       "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
     ])
     error_message = "the refresh role's object actions are not exactly read/write/abort/list-parts"

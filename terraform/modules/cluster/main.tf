@@ -60,11 +60,12 @@ data "aws_iam_policy_document" "mount" {
   }
 }
 
+# Refresh reads what the mount reads (the same statements, one definition) and writes the prefix.
 data "aws_iam_policy_document" "refresh" {
+  source_policy_documents = [data.aws_iam_policy_document.mount.json]
   statement {
-    sid = "ReadWriteObjects"
+    sid = "WriteObjects"
     actions = [
-      "s3:GetObject",
       "s3:PutObject",
       "s3:DeleteObject",
       "s3:AbortMultipartUpload",
@@ -72,21 +73,11 @@ data "aws_iam_policy_document" "refresh" {
     ]
     resources = [local.objects_arn]
   }
-  statement {
-    sid       = "ListPrefix"
-    actions   = ["s3:ListBucket"]
-    resources = [local.bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = local.list_prefix
-    }
-  }
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
     content {
       sid       = "EncryptObjects"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      actions   = ["kms:GenerateDataKey"]
       resources = [statement.value]
     }
   }
