@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,9 +23,10 @@ from pathlib import Path
 
 import click
 
-from cache.errors import ConfigError, HfCacheError
+from cache.errors import HfCacheError
 from cache.progress import human_bytes
 from cache.readers.envvars import reader_env
+from cache.readers.loopback import free_port, start_moto, stop, wait_http
 
 LOAD_SCRIPT = """
 import json, sys, time
@@ -44,57 +44,13 @@ print(json.dumps({"load_s": loaded, "text": tok.decode(out[0]), "params": sum(p.
 CREDS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise HfCacheError(f"{what} exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise HfCacheError(f"{what} was not ready within {timeout:.0f}s")
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextlib.contextmanager
 def _s3_server(env: dict[str, str]) -> Iterator[str]:
+    endpoint, proc = start_moto(env)
     try:
-        import moto.server  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError("the demo's loopback S3 needs moto: pip install 'hf-cache[test]'") from exc
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{port}/moto-api/", proc, 30, "the loopback S3 server")
-        yield f"http://127.0.0.1:{port}"
+        yield endpoint
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _hf(args: list[str], env: dict[str, str]) -> None:
@@ -167,7 +123,7 @@ def demo(model: str | None, keep: bool) -> None:
                 f"2. published {repo} with hf-cache refresh in {time.perf_counter() - t0:.1f}s (models.txt: {line!r})"
             )
 
-            mountpoint, cache_dir, port = work / "mnt", work / "cache", _free_port()
+            mountpoint, cache_dir, port = work / "mnt", work / "cache", free_port()
             mount_proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -187,7 +143,7 @@ def demo(model: str | None, keep: bool) -> None:
                     "--health-port",
                     str(port),
                     "--rc-port",
-                    str(_free_port()),
+                    str(free_port()),
                 ],
                 env=env,
                 stdout=(work / "mount.log").open("wb"),
@@ -195,7 +151,7 @@ def demo(model: str | None, keep: bool) -> None:
                 start_new_session=True,
             )
             health = f"http://127.0.0.1:{port}"
-            _wait(health + "/readyz", mount_proc, 60, "hf-cache mount")
+            wait_http(health + "/readyz", 60, mount_proc, "hf-cache mount", ok_only=True)
             click.echo(f"3. mounted read-only at {mountpoint} (node cache {cache_dir}, health {health})")
 
             cold = _load(repo, mountpoint, work / "scratch")
@@ -215,11 +171,11 @@ def demo(model: str | None, keep: bool) -> None:
                 f"{int(after_warm.get('hfcache_mount_up', 0))}, rclone restarts "
                 f"{int(after_warm.get('hfcache_rclone_restarts_total', 0))}"
             )
-            _stop(mount_proc)
+            stop(mount_proc)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        _stop(mount_proc)
+        stop(mount_proc)
         if keep:
             click.echo(f"kept {work}")
         else:

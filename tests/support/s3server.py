@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tests.support.net import free_port, wait_http
+from cache.readers.loopback import start_moto, stop
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing-key-id",
@@ -48,31 +45,9 @@ class S3Server:
         return name
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 def start_s3_server() -> S3Server:
-    port = free_port()
-    env = {**os.environ, **CREDENTIALS}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        cwd=tempfile.gettempdir(),  # moto's request recorder (used by the refresh benchmark) writes into its cwd
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(endpoint + "/moto-api/", proc=proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+    endpoint, proc = start_moto({**os.environ, **CREDENTIALS})
     return S3Server(endpoint=endpoint, proc=proc)
