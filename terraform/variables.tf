@@ -33,6 +33,14 @@ variable "prefix" {
   description = "Key prefix for this cluster; null = clusters/<cluster_name>. Clusters that should share one copy set the same prefix."
   type        = string
   default     = null
+  validation {
+    # The same rule as modules/cluster's (checked there too): caught here, the error names this root variable.
+    condition = var.prefix == null ? true : trim(var.prefix, "/") == "" || (
+      can(regex("^[A-Za-z0-9!_.'()-]+(/[A-Za-z0-9!_.'()-]+)*$", trim(var.prefix, "/")))
+      && !contains(split("/", trim(var.prefix, "/")), ".") && !contains(split("/", trim(var.prefix, "/")), "..")
+    )
+    error_message = "prefix must be S3 key segments of letters, digits and !_.'()- joined by /, no wildcard (* ?), $, space, empty, . or .. segment: e.g. clusters/gpu-a."
+  }
 }
 
 variable "kms_key_arn" {

@@ -53,7 +53,7 @@ def test_validate(workdir: Path, sub: str) -> None:
 def test_terraform_test_assertions(workdir: Path) -> None:
     result = tf(["test", "-no-color"], workdir)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 passed, 0 failed" in result.stdout
+    assert "9 passed, 0 failed" in result.stdout
 
 
 def test_every_module_input_and_output_is_documented() -> None:

@@ -52,9 +52,21 @@ run "roles_are_scoped_to_the_bucket_prefix" {
   assert {
     condition = alltrue([
       for doc in [module.cluster.mount_policy_json, module.cluster.refresh_policy_json] :
-      jsondecode(doc).Statement[1].Condition.StringLike["s3:prefix"] == ["clusters/gpu-a", "clusters/gpu-a/*"]
+      one([for s in jsondecode(doc).Statement : s.Condition.StringLike["s3:prefix"] if s.Sid == "ListPrefix"])
+      == ["clusters/gpu-a/", "clusters/gpu-a/*"]
     ])
     error_message = "ListBucket is not limited to the prefix"
+  }
+  assert {
+    # Without the trailing slash, "clusters/gpu-a" would also list the key names of clusters/gpu-a2/...
+    condition = alltrue(flatten([
+      for doc in [module.cluster.mount_policy_json, module.cluster.refresh_policy_json] : [
+        for s in jsondecode(doc).Statement : [
+          for v in flatten([try(s.Condition.StringLike["s3:prefix"], [])]) : startswith(v, "clusters/gpu-a/")
+        ]
+      ]
+    ]))
+    error_message = "an s3:prefix condition value does not end the prefix with /: it also lists clusters/gpu-a2/..."
   }
   assert {
     condition = toset(flatten([
@@ -64,6 +76,17 @@ run "roles_are_scoped_to_the_bucket_prefix" {
       "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
     ])
     error_message = "the refresh role's object actions are not exactly read/write/abort/list-parts"
+  }
+  assert {
+    condition = [
+      for s in jsondecode(module.cluster.refresh_policy_json).Statement : flatten([s.Resource])
+      if contains(flatten([s.Action]), "s3:ListBucketMultipartUploads")
+    ] == [["arn:aws:s3:::acme-hf-models"]]
+    error_message = "the refresh role cannot list the bucket's multipart uploads (it aborts stale ones at start)"
+  }
+  assert {
+    condition     = !strcontains(module.cluster.mount_policy_json, "Multipart")
+    error_message = "the read-only mount role must not see multipart uploads"
   }
   assert {
     condition     = output.prefix == "clusters/gpu-a"
@@ -127,5 +150,46 @@ run "kms_when_a_key_is_given" {
   assert {
     condition     = strcontains(module.cluster.mount_policy_json, "kms:Decrypt") && !strcontains(module.cluster.mount_policy_json, "GenerateDataKey")
     error_message = "the mount role must be able to decrypt, and only that"
+  }
+}
+
+run "root_prefix_with_a_wildcard_is_refused" {
+  command = plan
+  variables {
+    prefix = "clusters/*"
+  }
+  expect_failures = [var.prefix]
+}
+
+run "module_prefix_with_a_wildcard_is_refused" {
+  command = plan
+  module {
+    source = "./modules/cluster"
+  }
+  variables {
+    prefix = "clusters/gpu-?"
+  }
+  expect_failures = [var.prefix]
+}
+
+run "module_prefix_with_a_dotdot_segment_is_refused" {
+  command = plan
+  module {
+    source = "./modules/cluster"
+  }
+  variables {
+    prefix = "clusters/../other"
+  }
+  expect_failures = [var.prefix]
+}
+
+run "a_shared_prefix_with_slashes_is_accepted" {
+  command = plan
+  variables {
+    prefix = "/shared/hf-cache_v1/"
+  }
+  assert {
+    condition     = output.prefix == "shared/hf-cache_v1"
+    error_message = "a valid prefix was not kept (slashes trimmed)"
   }
 }

@@ -6,7 +6,8 @@ locals {
   prefix      = trim(var.prefix, "/")
   bucket_arn  = "arn:aws:s3:::${var.bucket_name}"
   objects_arn = local.prefix == "" ? "${local.bucket_arn}/*" : "${local.bucket_arn}/${local.prefix}/*"
-  list_prefix = local.prefix == "" ? ["*"] : [local.prefix, "${local.prefix}/*"]
+  # With its trailing slash: "clusters/gpu-a" alone would also match a listing of "clusters/gpu-a2/...".
+  list_prefix = local.prefix == "" ? ["*"] : ["${local.prefix}/", "${local.prefix}/*"]
   subjects = {
     mount   = "system:serviceaccount:${var.namespace}:${var.mount_service_account}"
     refresh = "system:serviceaccount:${var.namespace}:${var.refresh_service_account}"
@@ -72,6 +73,15 @@ data "aws_iam_policy_document" "refresh" {
       "s3:ListMultipartUploadParts",
     ]
     resources = [local.objects_arn]
+  }
+  # Refresh aborts its own stale multipart uploads at start. S3 evaluates no s3:prefix condition for this action
+  # (the Service Authorization Reference lists s3:prefix for ListBucket/ListBucketVersions only), so a prefix
+  # condition here would deny every call: the role may list in-progress upload keys of the bucket, and aborting
+  # stays limited to the prefix by the object-level AbortMultipartUpload above.
+  statement {
+    sid       = "ListUploads"
+    actions   = ["s3:ListBucketMultipartUploads"]
+    resources = [local.bucket_arn]
   }
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]

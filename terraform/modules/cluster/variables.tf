@@ -22,6 +22,15 @@ variable "prefix" {
   description = "Key prefix this cluster reads and refresh writes (its root is the pods' HF_HOME). Empty = the whole bucket."
   type        = string
   default     = ""
+  validation {
+    # IAM reads * and ? in a resource ARN or StringLike value as wildcards and $ as a policy variable: a prefix
+    # holding one would grant more than the prefix. Also no empty, "." or ".." segment.
+    condition = (
+      can(regex("^[A-Za-z0-9!_.'()-]+(/[A-Za-z0-9!_.'()-]+)*$", trim(var.prefix, "/")))
+      && !contains(split("/", trim(var.prefix, "/")), ".") && !contains(split("/", trim(var.prefix, "/")), "..")
+    ) || trim(var.prefix, "/") == ""
+    error_message = "prefix must be S3 key segments of letters, digits and !_.'()- joined by /, no wildcard (* ?), $, space, empty, . or .. segment: e.g. clusters/gpu-a."
+  }
 }
 
 variable "namespace" {
