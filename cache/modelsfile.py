@@ -3,6 +3,9 @@
 The whole file is validated before anything is fetched, and every problem is reported at once with its file
 and line number, so a bad edit fails the CronJob loudly instead of publishing half a list.
 
+Syntax checks hold everywhere; checks of the writer's environment (a ``source=`` folder exists) only where refresh
+runs: reader nodes (``hf-cache warm --models``) never have those folders, so they parse with ``writer=False``.
+
 Format, one entry per line::
 
     ORG/NAME[@REVISION] [type=model|dataset] [include=GLOB,...] [exclude=GLOB,...] [source=file:///abs/path]
@@ -134,19 +137,21 @@ def _strip_comment(raw: str) -> str:
     return raw
 
 
-def _parse_source(value: str) -> tuple[Path | None, str | None]:
+def _parse_source(value: str, writer: bool) -> tuple[Path | None, str | None]:
     parsed = urlparse(value)
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
         return None, f"source {value!r} is not a file:// URL; use source=file:///absolute/path"
     path = Path(unquote(parsed.path))
     if not path.is_absolute():
         return None, f"source {value!r} is not an absolute path; use source=file:///absolute/path"
-    if not path.is_dir():
+    if path == Path(path.anchor):
+        return None, f"source {value!r} is the whole root filesystem; name the model's own folder"
+    if writer and not path.is_dir():
         return None, f"source folder {str(path)!r} does not exist or is not a folder"
     return path, None
 
 
-def _parse_line(text: str, lineno: int, where: str) -> tuple[ModelEntry | None, list[str]]:
+def _parse_line(text: str, lineno: int, where: str, writer: bool = True) -> tuple[ModelEntry | None, list[str]]:
     problems: list[str] = []
 
     def bad(msg: str) -> None:
@@ -195,7 +200,7 @@ def _parse_line(text: str, lineno: int, where: str) -> tuple[ModelEntry | None, 
         globs[key] = patterns
     source: Path | None = None
     if "source" in values:
-        source, msg = _parse_source(values["source"])
+        source, msg = _parse_source(values["source"], writer)
         if msg:
             bad(msg)
         if rev is not None:
@@ -215,17 +220,26 @@ def _parse_line(text: str, lineno: int, where: str) -> tuple[ModelEntry | None, 
     return entry, []
 
 
-def parse_models_text(text: str, filename: str = "models.txt") -> list[ModelEntry]:
-    """All entries of a models file, or ModelsFileError listing every problem (file:line: what to do)."""
+def ref_clash(a: str, b: str) -> bool:
+    """Whether refs ``a`` and ``b`` cannot both exist: one would be a file and a folder (``main``, ``main/x``)."""
+    return a != b and (b.startswith(a + "/") or a.startswith(b + "/"))
+
+
+def parse_models_text(text: str, filename: str = "models.txt", *, writer: bool = True) -> list[ModelEntry]:
+    """All entries of a models file, or ModelsFileError listing every problem (file:line: what to do).
+
+    ``writer=False`` keeps the syntax checks but skips those of the writer's disk (source folders exist).
+    """
     problems: list[str] = []
     entries: list[ModelEntry] = []
     seen: dict[tuple[str, str, str], int] = {}
+    refs: dict[tuple[str, str], list[tuple[str, int]]] = {}
     text = text.removeprefix("\ufeff")
     for lineno, raw in enumerate(text.splitlines(), start=1):
         content = _strip_comment(raw).strip()
         if not content:
             continue
-        entry, line_problems = _parse_line(content, lineno, filename)
+        entry, line_problems = _parse_line(content, lineno, filename, writer)
         problems.extend(line_problems)
         if entry is None:
             continue
@@ -234,6 +248,17 @@ def parse_models_text(text: str, filename: str = "models.txt") -> list[ModelEntr
                 f"{filename}:{lineno}: duplicate entry {entry.display} (first on line {seen[entry.key]}); remove one"
             )
             continue
+        if entry.ref_name is not None:
+            published = refs.setdefault((entry.repo_type, entry.repo_id), [])
+            clash = next(((name, first) for name, first in published if ref_clash(name, entry.ref_name)), None)
+            if clash is not None:
+                problems.append(
+                    f"{filename}:{lineno}: ref {entry.ref_name!r} of {entry.repo_id} clashes with ref {clash[0]!r}"
+                    f" (line {clash[1]}): refs/{clash[0]} and refs/{entry.ref_name} cannot both exist in a cache"
+                    " folder; keep one of them"
+                )
+                continue
+            published.append((entry.ref_name, lineno))
         seen[entry.key] = lineno
         entries.append(entry)
     if problems:
@@ -241,7 +266,7 @@ def parse_models_text(text: str, filename: str = "models.txt") -> list[ModelEntr
     return entries
 
 
-def parse_models_file(path: str | Path) -> list[ModelEntry]:
+def parse_models_file(path: str | Path, *, writer: bool = True) -> list[ModelEntry]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -249,4 +274,4 @@ def parse_models_file(path: str | Path) -> list[ModelEntry]:
         raise ModelsFileError([f"{path}: no such file; pass --models PATH or set HFCACHE_MODELS"]) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelsFileError([f"{path}: cannot read models file: {exc}"]) from exc
-    return parse_models_text(text, str(path))
+    return parse_models_text(text, str(path), writer=writer)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from cache.errors import ModelsFileError
 from cache.modelsfile import parse_models_file, parse_models_text
+from tests.refresh_helpers import run_cli, run_refresh
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -136,3 +137,68 @@ def test_valid_entries_round_trip(org: str, name: str, rev: str | None, kind: st
     spec = f"{org}/{name}" + (f"@{rev}" if rev else "")
     (entry,) = parse_models_text(f"{spec} type={kind}  # comment\n")
     assert (entry.repo_id, entry.revision, entry.repo_type) == (f"{org}/{name}", rev, kind)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "names"),
+    [
+        ("org/x", "org/x@main/x", ("'main/x'", "'main'")),
+        ("org/x@release/v1", "org/x@release", ("'release'", "'release/v1'")),
+        ("org/x@a/b", "org/x@a/b/c", ("'a/b/c'", "'a/b'")),
+    ],
+)
+def test_clashing_ref_names_are_refused_with_both_lines(first: str, second: str, names: tuple[str, str]) -> None:
+    """refs/main and refs/main/x cannot both exist in a cache folder (a file and a folder of the same name)."""
+    with pytest.raises(ModelsFileError) as err:
+        parse_models_text(f"{first}\nother/repo\n\n{second}  # later\n")
+    (problem,) = err.value.problems
+    assert problem.startswith("models.txt:4: ")
+    assert "(line 1)" in problem and "clashes" in problem
+    assert names[0] in problem and names[1] in problem
+
+
+def test_refs_that_only_share_a_prefix_or_live_in_other_repos_do_not_clash() -> None:
+    text = "org/x\norg/x@main-2\norg/x@mainline/a\norg/y@main/x\norg/x@main/x type=dataset\n"
+    assert len(parse_models_text(text)) == 5
+
+
+def test_whole_root_filesystem_as_source_is_refused() -> None:
+    with pytest.raises(ModelsFileError) as err:
+        parse_models_text("org/x source=file:///\n")
+    assert "whole root filesystem" in err.value.problems[0]
+
+
+def test_reader_side_parse_keeps_syntax_checks_but_not_the_writers_folders(tmp_path: Path) -> None:
+    """Reader nodes never have the writer's source= folders: only writer=True checks them."""
+    text = "org/x source=file:///no/such/folder\n"
+    with pytest.raises(ModelsFileError, match="does not exist"):
+        parse_models_text(text)
+    (entry,) = parse_models_text(text, writer=False)
+    assert entry.source == Path("/no/such/folder")
+    for bad in ("org/x source=http://h/x", "org/x@v1 source=file:///no/such", "bad--id", "org/x\norg/x@main/x"):
+        with pytest.raises(ModelsFileError):
+            parse_models_text(bad, writer=False)
+    path = tmp_path / "models.txt"
+    path.write_text(text)
+    assert parse_models_file(path, writer=False)[0].repo_id == "org/x"
+
+
+def test_warm_accepts_the_writers_models_file_on_a_reader_node(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], mounted
+) -> None:
+    """The CronJob's models.txt names source= folders only the writer has; a reader node warms from it all the same."""
+    src = tmp_path / "ckpt"
+    (src / "sub").mkdir(parents=True)
+    (src / "config.json").write_text('{"a": 1}')
+    (src / "sub" / "w.bin").write_bytes(b"w" * 4096)
+    models = tmp_path / "models.txt"
+    models.write_text(f"team/ckpt source=file://{src}\n")
+    assert run_refresh(models, bucket, s3_env, prefix="hf").returncode == 0
+    for f in (src / "sub" / "w.bin", src / "config.json"):
+        f.unlink()
+    (src / "sub").rmdir()
+    src.rmdir()  # what a reader node sees: no such folder
+    m = mounted(bucket=bucket, prefix="hf")
+    result = run_cli(["warm", "--models", str(models), "--mountpoint", str(m.mountpoint)], s3_env)
+    assert result.returncode == 0, result.stderr
+    assert "warmed 1 snapshots: 2 files" in result.stdout

@@ -45,7 +45,7 @@ def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | 
     """(repo_id, revision, type) from REPO[@REV] arguments and/or a models file, validated like models.txt."""
     entries = parse_models_text("\n".join(repos), "arguments") if repos else []
     if models:
-        entries += parse_models_file(models)
+        entries += parse_models_file(models, writer=False)  # reader nodes have no source= folders
     if not entries:
         raise ConfigError("name at least one REPO[@REV], or --models models.txt")
     return [(e.repo_id, e.revision, e.repo_type) for e in entries]
