@@ -7,18 +7,42 @@ when we pass none). Retries are boto3's "standard" mode: transient errors back o
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from cache.errors import StorageError
+from cache.errors import ConfigError, StorageError
+
+
+def check_endpoint(url: str, source: str = "--endpoint-url / AWS_ENDPOINT_URL") -> None:
+    """boto3 (and rclone) take ``127.0.0.1:9000`` as a path and fail later with a traceback or a silent hang."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{source} {url!r} is not a URL ({exc}): write it like https://s3.example.com") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{source} {url!r} needs a scheme and a host: write http://{url} or https://{url}"
+            if "://" not in url
+            else f"{source} {url!r}: use an http:// or https:// URL with a host"
+        )
 
 
 def make_client(
     endpoint_url: str | None = None, region: str | None = None, max_pool: int = 32, max_attempts: int = 8
 ) -> Any:
+    if endpoint_url:
+        check_endpoint(endpoint_url)
+    else:
+        for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+            if os.environ.get(var):
+                check_endpoint(os.environ[var], var)
+                break
     config = Config(
         retries={"max_attempts": max_attempts, "mode": "standard"},
         max_pool_connections=max_pool,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
+from cache.mount.checks import split_rclone_args
 from cache.mount.config import MountConfig, parse_seconds, parse_size
 
 
@@ -85,8 +87,8 @@ from cache.mount.config import MountConfig, parse_seconds, parse_size
     "--rclone-arg",
     "rclone_extra",
     multiple=True,
-    envvar="HFCACHE_RCLONE_ARGS",
-    help="Extra rclone flag (repeatable; env: space-separated). The escape hatch for tuning.",
+    help="Extra rclone flags (repeatable; each value split with shell quoting rules; env HFCACHE_RCLONE_ARGS, used "
+    "when no --rclone-arg is given). Checked with rclone before mounting. The escape hatch for tuning.",
 )
 def mount(
     bucket: str,
@@ -121,6 +123,6 @@ def mount(
         freshness=parse_seconds(freshness, "--freshness"),
         cache_poll=parse_seconds(cache_poll, "--cache-poll"),
         backend=backend,
-        extra_args=tuple(a for arg in rclone_extra for a in arg.split()),
+        extra_args=split_rclone_args(rclone_extra, os.environ.get("HFCACHE_RCLONE_ARGS")),
     )
     sys.exit(Supervisor(cfg).run())

@@ -9,14 +9,17 @@ from pathlib import Path
 
 from cache.errors import ConfigError
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:([KMGTP])(?:iB|i|B)?|(B))$", re.IGNORECASE)
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _MULT = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 
 
 def parse_size(text: str, cache_dir: Path) -> int:
-    """``500G`` (binary units, like rclone) or ``75%`` of the filesystem that holds ``cache_dir``."""
+    """``500G`` (binary units, like rclone) or ``75%`` of the filesystem that holds ``cache_dir``.
+
+    A bare number is refused: ``75`` was meant as 75% more often than as 75 bytes.
+    """
     text = text.strip()
     if m := _PERCENT.match(text):
         share = float(m.group(1))
@@ -27,7 +30,11 @@ def parse_size(text: str, cache_dir: Path) -> int:
             probe = probe.parent
         return int(shutil.disk_usage(probe).total * share / 100)
     if m := _SIZE.match(text):
-        return int(float(m.group(1)) * _MULT[m.group(2).upper()])
+        return int(float(m.group(1)) * _MULT[(m.group(2) or "").upper()])
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        raise ConfigError(
+            f"--cache-max-size {text!r} has no unit: write {text}% for a share of the cache disk, or {text}G for a size"
+        )
     raise ConfigError(f"--cache-max-size {text!r}: use a size like 500G / 200Gi / 1T, or a share like 75%")
 
 

@@ -21,9 +21,21 @@ def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
+def canonical(mountpoint: Path) -> str:
+    """The absolute path the kernel lists for ``mountpoint``, without touching ``mountpoint`` itself.
+
+    ``os.path.realpath(mountpoint)`` stats the mountpoint, and a stat of a hung FUSE mount never returns: only its
+    parent (never on the mount) is resolved.
+    """
+    absolute = Path(os.path.abspath(mountpoint))
+    if absolute.parent == absolute:
+        return str(absolute)
+    return os.path.join(os.path.realpath(absolute.parent), absolute.name)
+
+
 def mount_fstype(mountpoint: Path) -> str | None:
-    """The filesystem type mounted exactly at ``mountpoint`` (last mount wins), or None."""
-    target = os.path.realpath(mountpoint)
+    """The filesystem type mounted exactly at ``mountpoint`` (last mount wins), or None. Reads only /proc."""
+    target = canonical(mountpoint)
     fstype = None
     try:
         with open("/proc/self/mountinfo") as f:
@@ -98,9 +110,9 @@ def unmount(mountpoint: Path, lazy: bool = False) -> bool:
         return True
     tool = fusermount()
     for args in (["-u"], ["-uz"]) if not lazy else (["-uz"],):
-        subprocess.run([tool, *args, str(mountpoint)], capture_output=True, timeout=30)
+        subprocess.run([tool, *args, str(mountpoint)], capture_output=True, timeout=10)
         if mount_fstype(mountpoint) is None:
             return True
     # Not a FUSE mount we can fusermount (or fusermount refused): try the kernel directly.
-    subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30)
+    subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=10)
     return mount_fstype(mountpoint) is None

@@ -32,14 +32,41 @@ class MountMetrics:
         self.cache_max = Gauge("hfcache_cache_max_bytes", "The VFS cache's LRU size limit", registry=r)
         self.cache_files = Gauge("hfcache_cache_files", "Files in the node's VFS cache", registry=r)
         self.s3_bytes = Counter("hfcache_s3_read_bytes", "Bytes read from S3 (rclone core/stats)", registry=r)
+        self.s3_errors = Counter("hfcache_s3_errors", "Errors rclone met talking to S3 (rclone core/stats)", registry=r)
+        self.read_probe = Gauge(
+            "hfcache_read_probe_seconds",
+            "Time of the last bounded probe read through the mount (status.json); the time waited so far if it hangs",
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "hfcache_refresh_last_success_timestamp_seconds",
+            "End of the last refresh whose repos all succeeded (status.json; 0 = none seen)",
+            registry=r,
+        )
+        self.last_run = Gauge(
+            "hfcache_refresh_last_run_timestamp_seconds", "End of the last refresh run (status.json)", registry=r
+        )
+        self.failed_repos = Gauge(
+            "hfcache_refresh_failed_repos", "Repos that failed in the last refresh run", registry=r
+        )
+        self.stray = Gauge(
+            "hfcache_mountpoint_stray_entries",
+            "Entries found in the mountpoint folder while unmounted (something wrote to the node path); mounted over",
+            registry=r,
+        )
+        self.hung = Counter(
+            "hfcache_mount_hung", "Times rclone was killed because the mount stopped answering", registry=r
+        )
         self.cache_max.set(cache_max_bytes)
         self._lock = threading.Lock()
         self._last_rclone_bytes = 0
+        self._last_rclone_errors = 0
 
     def new_generation(self) -> None:
         """rclone (re)started: its byte counter starts again at zero."""
         with self._lock:
             self._last_rclone_bytes = 0
+            self._last_rclone_errors = 0
 
     def update_from_rclone(self, rc_port: int) -> None:
         try:
@@ -55,3 +82,7 @@ class MountMetrics:
             if total > self._last_rclone_bytes:
                 self.s3_bytes.inc(total - self._last_rclone_bytes)
             self._last_rclone_bytes = max(total, self._last_rclone_bytes)
+            errors = int(core.get("errors", 0))
+            if errors > self._last_rclone_errors:
+                self.s3_errors.inc(errors - self._last_rclone_errors)
+            self._last_rclone_errors = max(errors, self._last_rclone_errors)

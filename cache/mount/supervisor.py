@@ -9,24 +9,38 @@ propagation, without restarting.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from pathlib import Path
+from typing import IO
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from cache.errors import MountError
 from cache.logs import redact
 from cache.mount import fusemount
+from cache.mount.bounded import BoundedWorker
+from cache.mount.checks import (
+    check_directory,
+    check_health_addr,
+    check_port,
+    check_rc_port_free,
+    check_rclone_args,
+    classify_start_failure,
+    take_lock,
+)
 from cache.mount.config import MountConfig
+from cache.mount.freshness import parse_status
 from cache.mount.health import start_health_server
 from cache.mount.metrics import MountMetrics
 from cache.mount.rclone import rclone_args, rclone_binary, rclone_env
-from cache.s3 import make_client
+from cache.s3 import check_endpoint, make_client
 
 log = logging.getLogger("hf_cache.mount")
 
@@ -35,6 +49,12 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0  # a run that lasted this long resets the backoff
 READY_TIMEOUT = 60.0
 HEARTBEAT_STALE = 30.0
+PROBE_TIMEOUT = 2.0  # one wait for a stat of the mount root (rclone answers it from memory, not from S3)
+HUNG_AFTER = 10.0  # a stat unanswered this long: rclone is hung, and is killed and replaced
+STOP_GRACE = 4.0  # SIGTERM -> SIGKILL for rclone; with the unmount, stop stays well under 10 s
+READ_PROBE_EVERY = 15.0
+READ_PROBE_TIMEOUT = 10.0
+STALE_ERRNOS = (errno.ENOTCONN, errno.EIO, errno.ECONNABORTED)
 
 
 def preflight(cfg: MountConfig) -> None:
@@ -65,6 +85,10 @@ def preflight(cfg: MountConfig) -> None:
 
 
 class Supervisor:
+    """Runs rclone and watches its mount from the main thread, which never touches the mount itself: every call
+    on the mount goes through a ``BoundedWorker`` (see bounded.py), so a hung rclone is noticed, killed and
+    replaced, and SIGTERM is honoured, whatever state the mount is in."""
+
     def __init__(self, cfg: MountConfig):
         self.cfg = cfg
         self.metrics = MountMetrics(cfg.cache_max_bytes)
@@ -72,26 +96,107 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.heartbeat = time.monotonic()
         self.restarts = 0
+        self._ready = False
+        self._output: deque[str] = deque(maxlen=40)
+        self._forwarder: threading.Thread | None = None
+        self._liveness = BoundedWorker("mount-probe")
+        self._reader = BoundedWorker("read-probe")
+        self._stats = BoundedWorker("rclone-stats")
+        self._last_success: float | None = None
+        self._locks: list[IO[str]] = []
 
-    # -- probes ----------------------------------------------------------------------------------------------
+    # -- probes (state only: the HTTP handlers call these) -----------------------------------------------------
     def ready(self) -> bool:
-        ok = self.proc is not None and self.proc.poll() is None and fusemount.lists(self.cfg.mountpoint, 2.0)
-        self.metrics.up.set(1 if ok else 0)
-        return ok
+        """The loop's last verdict; no side effect, no call on the mount."""
+        return self._ready
 
     def alive(self) -> bool:
         return time.monotonic() - self.heartbeat < HEARTBEAT_STALE
 
     def refresh_metrics(self) -> None:
-        self.ready()
-        self.metrics.update_from_rclone(self.cfg.rc_port)
+        self._stats.run(lambda: self.metrics.update_from_rclone(self.cfg.rc_port), 2.5)
+
+    def _set_ready(self, ok: bool) -> None:
+        self._ready = ok
+        self.metrics.up.set(1 if ok else 0)
+
+    # -- the mount, through bounded workers -------------------------------------------------------------------
+    def probe_mount(self) -> str:
+        """``ok``, ``slow`` (no answer yet), ``hung`` (no answer for HUNG_AFTER), ``stale`` or ``gone``."""
+        fstype = fusemount.mount_fstype(self.cfg.mountpoint)  # /proc only
+        if fstype is None or not fstype.startswith("fuse"):
+            return "gone"
+        outcome = self._liveness.run(lambda: os.stat(self.cfg.mountpoint), PROBE_TIMEOUT)
+        if outcome.ok:
+            return "ok"
+        if outcome.timed_out:
+            return "hung" if outcome.seconds >= HUNG_AFTER else "slow"
+        if isinstance(outcome.error, OSError) and outcome.error.errno in STALE_ERRNOS:
+            return "stale"
+        return "slow"
+
+    def _read_probe_loop(self) -> None:
+        """Every READ_PROBE_EVERY: read status.json through the mount (bounded), time it, publish its freshness."""
+        status = self.cfg.mountpoint / "hf-cache" / "status.json"
+
+        def read() -> bytes | None:
+            try:
+                return status.read_bytes()
+            except FileNotFoundError:
+                os.listdir(self.cfg.mountpoint)  # nothing published yet: time a listing instead
+                return None
+
+        while not self.stop_event.wait(READ_PROBE_EVERY if self._ready else 1.0):
+            if not self._ready:
+                continue
+            outcome = self._reader.run(read, READ_PROBE_TIMEOUT)
+            self.metrics.read_probe.set(outcome.seconds)
+            if not outcome.ok:
+                log.warning(
+                    "probe read of %s failed after %.1fs: %s", status, outcome.seconds, outcome.error or "timeout"
+                )
+                continue
+            if outcome.value is None:
+                continue
+            try:
+                fresh = parse_status(outcome.value, self._last_success)
+            except ValueError as exc:
+                log.warning("%s is not valid: %s", status, exc)
+                continue
+            self._last_success = fresh.last_success
+            if fresh.last_run is not None:
+                self.metrics.last_run.set(fresh.last_run)
+            self.metrics.last_success.set(fresh.last_success or 0)
+            self.metrics.failed_repos.set(fresh.failed_repos)
+
+    def _count_strays(self) -> None:
+        """Entries in the unmounted mountpoint folder: rclone mounts over them (--allow-non-empty), and the
+        operator is told once per start, with a metric, that something writes to the node path."""
+        if fusemount.mount_fstype(self.cfg.mountpoint) is not None:
+            return
+        outcome = self._liveness.run(lambda: sorted(os.listdir(self.cfg.mountpoint)), PROBE_TIMEOUT)
+        entries: list[str] = outcome.value if outcome.ok else []
+        self.metrics.stray.set(len(entries))
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            log.warning(
+                "%d stray entries in the unmounted %s (%s): mounting over them; find what writes to the node path "
+                "(a pod mounting it without readOnly: true?)",
+                len(entries),
+                self.cfg.mountpoint,
+                shown,
+            )
 
     # -- rclone ----------------------------------------------------------------------------------------------
+    def _command(self) -> list[str]:
+        return [rclone_binary(), *rclone_args(self.cfg)]
+
     def _start_rclone(self) -> None:
-        cmd = [rclone_binary(), *rclone_args(self.cfg)]
+        self._count_strays()
         log.info("starting rclone %s %s at %s", self.cfg.backend, self.cfg.remote_path, self.cfg.mountpoint)
+        self._output.clear()
         self.proc = subprocess.Popen(
-            cmd,
+            self._command(),
             env=rclone_env(self.cfg),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -100,13 +205,18 @@ class Supervisor:
         )
         self.metrics.new_generation()
         proc = self.proc
+        output = self._output
 
         def forward() -> None:
             assert proc.stdout is not None
             for raw in proc.stdout:
-                log.info("rclone: %s", redact(raw.decode(errors="replace").rstrip()))
+                line = redact(raw.decode(errors="replace").rstrip())
+                output.append(line)
+                level = logging.WARNING if (" ERROR " in line or "CRITICAL" in line) else logging.INFO
+                log.log(level, "rclone: %s", line)
 
-        threading.Thread(target=forward, name="rclone-log", daemon=True).start()
+        self._forwarder = threading.Thread(target=forward, name="rclone-log", daemon=True)
+        self._forwarder.start()
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -114,89 +224,148 @@ class Supervisor:
             self.heartbeat = time.monotonic()
             if self.proc is None or self.proc.poll() is not None:
                 return False
-            if fusemount.lists(self.cfg.mountpoint, 2.0):
+            listed = lambda: self._liveness.run(lambda: os.listdir(self.cfg.mountpoint), PROBE_TIMEOUT).ok  # noqa: E731
+            if fusemount.is_fuse(self.cfg.mountpoint) and listed():
                 return True
-            time.sleep(0.1)
+            self.stop_event.wait(0.1)
         return False
 
-    def _stop_rclone(self) -> None:
+    def _start_failure(self) -> str | None:
+        """When rclone died before mounting: a one-line reason if restarting cannot help."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        if self._forwarder is not None:
+            self._forwarder.join(2.0)
+        return classify_start_failure(list(self._output))
+
+    def _stop_rclone(self, grace: float = STOP_GRACE) -> None:
+        """SIGTERM (after SIGCONT, should it be stopped) lets rclone unmount; after ``grace``, SIGKILL."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                if grace > 0:
+                    proc.terminate()
+                    os.kill(proc.pid, signal.SIGCONT)
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait(timeout=5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
         self.proc = None
 
-    def _cleanup_mount(self, lazy: bool = True) -> None:
+    def _cleanup_mount(self) -> None:
         try:
-            fusemount.unmount(self.cfg.mountpoint, lazy=lazy)
-        except (OSError, subprocess.SubprocessError) as exc:
+            fusemount.unmount(self.cfg.mountpoint, lazy=True)
+        except (OSError, subprocess.SubprocessError, MountError) as exc:
             log.warning("unmount of %s failed: %s", self.cfg.mountpoint, exc)
 
-    def _healthy(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            log.error("rclone exited (code %s)", None if self.proc is None else self.proc.returncode)
-            return False
-        if fusemount.is_stale(self.cfg.mountpoint, 10.0) or not fusemount.is_fuse(self.cfg.mountpoint):
-            log.error("the mount at %s is stale or gone", self.cfg.mountpoint)
-            return False
-        return True
+    def _watch(self) -> None:
+        """Until stopped or broken: probe the mount every second and keep /readyz and hfcache_mount_up true."""
+        while not self.stop_event.wait(1.0):
+            self.heartbeat = time.monotonic()
+            if self.proc is None or self.proc.poll() is not None:
+                log.error("rclone exited (code %s)", None if self.proc is None else self.proc.returncode)
+                return
+            state = self.probe_mount()
+            self._set_ready(state == "ok")
+            if state == "hung":
+                self.metrics.hung.inc()
+                log.error(
+                    "the mount at %s has not answered a stat for %.0fs: rclone is hung; killing it",
+                    self.cfg.mountpoint,
+                    HUNG_AFTER,
+                )
+                self._stop_rclone(grace=0)  # a hung rclone cannot unmount itself
+                return
+            if state in ("stale", "gone"):
+                log.error("the mount at %s is %s", self.cfg.mountpoint, state)
+                return
 
     # -- main loop -------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Everything an operator can get wrong, each as one line, before anything is started or changed."""
+        cfg = self.cfg
+        if cfg.endpoint_url:
+            check_endpoint(cfg.endpoint_url)
+        check_port(cfg.health_port, "--health-port")
+        check_health_addr(cfg.health_addr)
+        check_rc_port_free(cfg.rc_port)
+        check_directory(cfg.cache_dir, "--cache-dir")
+        if fusemount.mount_fstype(cfg.mountpoint) is None:  # a (maybe hung) mount there is cleaned up later
+            check_directory(cfg.mountpoint, "--mountpoint")
+        check_rclone_args(self._command(), rclone_env(cfg))
+
+    def lock(self) -> None:
+        """One supervisor per mountpoint and per cache dir on a node (both are node paths shared by containers)."""
+        cfg = self.cfg
+        cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._locks.append(take_lock(cfg.cache_dir / ".hf-cache-mount.lock", cfg.mountpoint))
+        parent = Path(fusemount.canonical(cfg.mountpoint)).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        if os.access(parent, os.W_OK):
+            self._locks.append(take_lock(parent / f".{cfg.mountpoint.name}.hf-cache-mount.lock", cfg.mountpoint))
+
     def prepare(self) -> None:
         cfg = self.cfg
         if fusemount.mount_fstype(cfg.mountpoint) is not None:
             log.warning("cleaning a mount left at %s by a previous run", cfg.mountpoint)
-            self._cleanup_mount(lazy=True)
+            self._cleanup_mount()
         cfg.mountpoint.mkdir(parents=True, exist_ok=True)
-        cfg.cache_dir.mkdir(parents=True, exist_ok=True)
 
     def run(self) -> int:
         cfg = self.cfg
-        preflight(cfg)
-        self.prepare()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
+        self.validate()
         server = start_health_server(
             cfg.health_addr, cfg.health_port, self.ready, self.alive, self.metrics, self.refresh_metrics
         )
-        backoff = BACKOFF_START
         try:
-            while not self.stop_event.is_set():
-                self._start_rclone()
-                started = time.monotonic()
-                if self._wait_ready():
-                    log.info("mounted s3://%s at %s", cfg.remote_path, cfg.mountpoint)
-                    self.metrics.up.set(1)
-                    while not self.stop_event.wait(1.0):
-                        self.heartbeat = time.monotonic()
-                        if not self._healthy():
-                            break
-                if self.stop_event.is_set():
-                    break
-                self.metrics.up.set(0)
-                self.restarts += 1
-                self.metrics.restarts.inc()
-                if time.monotonic() - started > STABLE_AFTER:
-                    backoff = BACKOFF_START
-                self._stop_rclone()
-                self._cleanup_mount(lazy=True)
-                log.warning("restarting rclone in %.0fs (restart %d)", backoff, self.restarts)
-                end = time.monotonic() + backoff
-                while time.monotonic() < end and not self.stop_event.wait(min(1.0, end - time.monotonic())):
-                    self.heartbeat = time.monotonic()
-                backoff = min(backoff * 2, BACKOFF_MAX)
+            self.lock()
+        except BaseException:
+            server.shutdown()
+            server.server_close()
+            raise  # the mount belongs to another supervisor: touch nothing
+        try:
+            preflight(cfg)
+            self.prepare()
+            threading.Thread(target=self._read_probe_loop, name="read-probe-loop", daemon=True).start()
+            self._loop()
         finally:
             log.info("stopping: unmounting %s", cfg.mountpoint)
-            self.metrics.up.set(0)
-            self._cleanup_mount(lazy=False)
+            self._set_ready(False)
             self._stop_rclone()
-            self._cleanup_mount(lazy=True)
+            self._cleanup_mount()
             server.shutdown()
+            server.server_close()
         return 0
+
+    def _loop(self) -> None:
+        backoff = BACKOFF_START
+        while not self.stop_event.is_set():
+            self._start_rclone()
+            started = time.monotonic()
+            if self._wait_ready():
+                log.info("mounted s3://%s at %s", self.cfg.remote_path, self.cfg.mountpoint)
+                self._set_ready(True)
+                self._watch()
+            elif (reason := self._start_failure()) is not None:
+                raise MountError(reason)
+            if self.stop_event.is_set():
+                return
+            self._set_ready(False)
+            self.restarts += 1
+            self.metrics.restarts.inc()
+            if time.monotonic() - started > STABLE_AFTER:
+                backoff = BACKOFF_START
+            self._stop_rclone()
+            self._cleanup_mount()
+            log.warning("restarting rclone in %.0fs (restart %d)", backoff, self.restarts)
+            end = time.monotonic() + backoff
+            while time.monotonic() < end and not self.stop_event.wait(min(1.0, end - time.monotonic())):
+                self.heartbeat = time.monotonic()
+            backoff = min(backoff * 2, BACKOFF_MAX)
 
 
 def cache_dir_usage(cache_dir: Path) -> int:
