@@ -22,7 +22,7 @@ demo *ARGS:
     hf-cache demo {{ARGS}}
 
 # Every benchmark, one after the other.
-bench: bench-refresh bench-mount bench-load
+bench: bench-refresh bench-mount bench-load bench-cold
 
 # hf-cache refresh vs rclone copy to the same loopback S3.
 bench-refresh *ARGS:
@@ -35,6 +35,10 @@ bench-mount *ARGS:
 # from_pretrained through the mount (cold/warm) vs a local folder.
 bench-load *ARGS:
     {{python}} -m benchmarks.load {{ARGS}}
+
+# The cold path over an S3-like link (90 MB/s per connection, +30 ms per request): mount vs boto3, every pattern.
+bench-cold *ARGS:
+    {{python}} -m benchmarks.cold {{ARGS}}
 
 # Render a cluster's overlay from its values and Terraform outputs: `just render example`.
 render CLUSTER:

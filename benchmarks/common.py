@@ -27,7 +27,7 @@ __all__ = ["ROOT", "RunningMount", "S3Server", "median_time", "mounted", "s3", "
 
 
 @contextlib.contextmanager
-def s3(kind: str = "moto") -> Iterator[S3Server]:
+def s3(kind: str = "moto", root: Path | None = None) -> Iterator[S3Server]:
     """A loopback S3 server: moto (what the tests use), or ``rclone serve s3`` over a local folder.
 
     moto answers a ranged GET by slicing the whole in-memory object, which penalises every chunked reader (rclone's
@@ -41,7 +41,8 @@ def s3(kind: str = "moto") -> Iterator[S3Server]:
         from tests.support.s3server import CREDENTIALS
 
         port = free_port()
-        root = Path(tempfile.mkdtemp(prefix="bench-s3-"))
+        own_root = root is None
+        root = root or Path(tempfile.mkdtemp(prefix="bench-s3-"))
         proc = subprocess.Popen(
             [
                 rclone_binary(),
@@ -65,7 +66,7 @@ def s3(kind: str = "moto") -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
-        if kind != "moto":
+        if kind != "moto" and own_root:
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -1,0 +1,402 @@
+"""The cold path over an S3-like link: the first read on a node, through the mount vs boto3, same run.
+
+    python3 -m benchmarks.cold [--big-gb 2] [--layers 16 --embd 1024 --shard-mb 300] [--repeat 3]
+                               [--patterns read,safe_open,from_pretrained,tp,warm,readers] [--link loopback]
+                               [--mount-arg=--rclone-arg=--vfs-read-chunk-streams=16 ...]
+
+Every cold run gets a fresh mount with an empty node cache; every baseline downloads into an empty folder. Rounds
+alternate who goes first; each figure is the median of ``--repeat`` rounds. The S3 server is ``rclone serve s3``
+over a local folder (ranged GETs served from disk, like an object store); between it and every client sits the
+S3-like link (tests/support/s3link.py), which is the bottleneck, as the network is on a node.
+
+Patterns (speed = baseline time / mount time, so > 1 means the mount was faster):
+  read             sequential read() of the big file         vs boto3 download_file            goal >= 0.9
+  safe_open        safe_open + get_tensor of every shard     vs boto3 download, then the same   goal >= 1.0
+  from_pretrained  AutoModelForCausalLM.from_pretrained      vs boto3 download, then the same   goal >= 1.0
+  tp               one process per shard, all at once        vs each process downloads + loads goal >= 1.0
+  warm             hf-cache warm of the model                vs boto3 download of its files     goal >= 0.9
+  readers          4 concurrent read() of one cold big file: S3 bytes fetched / file size       goal <= 1.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks.common import s3
+from cache.readers.envvars import reader_env
+from tests.support.s3link import S3Link, add_link_args, link_params
+from tests.support.s3server import S3Server
+
+PATTERNS = ("read", "safe_open", "from_pretrained", "tp", "warm", "readers")
+GOALS = {"read": 0.9, "safe_open": 1.0, "from_pretrained": 1.0, "tp": 1.0, "warm": 0.9}
+
+READ = """
+import os, sys, time
+t = time.perf_counter()
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY)
+    while os.read(fd, 16 << 20):
+        pass
+    os.close(fd)
+print(time.perf_counter() - t)
+"""
+
+SAFE_OPEN = """
+import sys, time
+from safetensors import safe_open
+t = time.perf_counter()
+for p in sys.argv[1:]:
+    with safe_open(p, framework="pt") as f:
+        for k in f.keys():
+            f.get_tensor(k)
+print(time.perf_counter() - t)
+"""
+
+# a tensor-parallel rank: optionally download its shard with boto3 first, then load it
+RANK = """
+import os, sys, time
+t = time.perf_counter()
+src, bucket, key = sys.argv[1:4]
+if bucket:
+    import boto3
+    from botocore.config import Config
+    boto3.client("s3", config=Config(s3={"addressing_style": "path"})).download_file(bucket, key, src)
+from safetensors import safe_open
+with safe_open(src, framework="pt") as f:
+    for k in f.keys():
+        f.get_tensor(k)
+print(time.perf_counter() - t)
+"""
+
+FROM_PRETRAINED = """
+import sys, time
+from transformers import AutoModelForCausalLM
+t = time.perf_counter()
+AutoModelForCausalLM.from_pretrained(sys.argv[1])
+print(time.perf_counter() - t)
+"""
+
+MAKE_MODEL = """
+import sys, torch
+from transformers import GPT2Config, GPT2LMHeadModel
+torch.manual_seed(0)
+layers, embd, shard = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+m = GPT2LMHeadModel(GPT2Config(n_layer=layers, n_embd=embd, n_head=16, vocab_size=50257, n_positions=1024))
+m.save_pretrained(sys.argv[1], safe_serialization=True, max_shard_size=shard)
+"""
+
+
+def py(code: str, *args: str, env: dict[str, str] | None = None) -> float:
+    """Run a timing snippet in a fresh process (nothing cached in us); its last line is seconds."""
+    out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"benchmark step failed:\n{out.stderr[-3000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def parallel(*calls: Callable[[], float]) -> float:
+    """Wall time of running all calls at once."""
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(len(calls)) as pool:
+        list(pool.map(lambda c: c(), calls))
+    return time.perf_counter() - t0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        self.root = work / "s3"
+        self.server: S3Server
+        self.endpoint = ""
+        self.link: S3Link | None = None
+        self.env: dict[str, str] = {}
+        self.bucket = ""
+        self.model_files: list[str] = []
+        self.shards: list[str] = []
+        self.big_size = 0
+        self.model_size = 0
+        self.n = 0
+
+    # -- setup --------------------------------------------------------------------------------------------------
+    def publish(self) -> None:
+        src = self.work / "src"
+        big = src / "big" / "big.bin"
+        big.parent.mkdir(parents=True)
+        self.big_size = int(self.args.big_gb * 1e9)
+        block = os.urandom(16 << 20)
+        with big.open("wb") as f:
+            for i in range(0, self.big_size, len(block)):
+                f.write(block[: min(len(block), self.big_size - i)])
+        model = src / "model"
+        subprocess.run(
+            [sys.executable, "-c", MAKE_MODEL, str(model), str(self.args.layers), str(self.args.embd), self.args.shard],
+            check=True,
+            capture_output=True,
+        )
+        self.model_files = sorted(str(p.relative_to(model)) for p in model.rglob("*") if p.is_file())
+        self.shards = [p for p in self.model_files if p.endswith(".safetensors")]
+        self.model_size = sum((model / p).stat().st_size for p in self.model_files)
+        models = self.work / "models.txt"
+        models.write_text(f"bench/big source=file://{big.parent}\nbench/model source=file://{model}\n")
+        # published by hf-cache refresh (to moto, which keeps the checksum metadata refresh verifies), then mirrored
+        # into the folder rclone serve s3 serves: publishing is not what is measured
+        self.bucket = "cold"
+        with s3("moto") as moto:
+            bucket = moto.new_bucket("cold")
+            out = subprocess.run(
+                [sys.executable, "-m", "cache", "refresh", "--models", str(models), "--bucket", bucket],
+                env={**os.environ, **moto.env()},
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"publishing failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+            client = moto.client()
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", []):
+                    dest = self.root / self.bucket / obj["Key"]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    client.download_file(bucket, obj["Key"], str(dest))
+        shutil.rmtree(src)
+
+    def serve(self, server: S3Server, link: S3Link | None) -> None:
+        self.server, self.link = server, link
+        self.endpoint = link.endpoint if link else server.endpoint
+        self.env = {
+            **os.environ,
+            **server.env(),
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+        }
+        with self.mount("probe") as m:
+            for repo in ("big", "model"):
+                ref = m.mountpoint / f"hub/models--bench--{repo}/refs/main"
+                setattr(self, f"{repo}_snap", f"hub/models--bench--{repo}/snapshots/{ref.read_text()}")
+
+    def mount(self, name: str):
+        self.n += 1
+        name = f"{name}{self.n}"
+        server = S3Server(endpoint=self.endpoint, proc=self.server.proc)
+        extra = tuple(self.args.mount_arg)
+        work = self.work / "mounts"
+        work.mkdir(exist_ok=True)
+        return _Mounted(server, self.bucket, work, name, extra)
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    def download(self, snap: str, files: list[str], dest: Path) -> None:
+        client = self.client()
+        for p in files:
+            (dest / p).parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(self.bucket, f"{snap}/{p}", str(dest / p))
+
+    def fresh_dir(self, name: str) -> Path:
+        d = self.work / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        return d
+
+    # -- patterns: each returns (mount seconds, baseline seconds) for one round ---------------------------------
+    def p_read(self, mount_first: bool) -> tuple[float, float]:
+        def cold() -> float:
+            with self.mount("read") as m:
+                return py(READ, str(m.mountpoint / self.big_snap / "big.bin"))
+
+        def base() -> float:
+            dl = self.fresh_dir("dl")
+            t0 = time.perf_counter()
+            self.download(self.big_snap, ["big.bin"], dl)
+            return time.perf_counter() - t0
+
+        return _ordered(cold, base, mount_first)
+
+    def p_safe_open(self, mount_first: bool) -> tuple[float, float]:
+        def cold() -> float:
+            with self.mount("st") as m:
+                return py(SAFE_OPEN, *(str(m.mountpoint / self.model_snap / p) for p in self.shards))
+
+        def base() -> float:
+            dl = self.fresh_dir("dl")
+            t0 = time.perf_counter()
+            self.download(self.model_snap, self.shards, dl)
+            return time.perf_counter() - t0 + py(SAFE_OPEN, *(str(dl / p) for p in self.shards))
+
+        return _ordered(cold, base, mount_first)
+
+    def p_from_pretrained(self, mount_first: bool) -> tuple[float, float]:
+        def cold() -> float:
+            with self.mount("fp") as m:
+                env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+                env.update(reader_env(str(m.mountpoint), str(self.work / "scratch")))
+                return py(FROM_PRETRAINED, "bench/model", env=env)
+
+        def base() -> float:
+            dl = self.fresh_dir("dl")
+            t0 = time.perf_counter()
+            self.download(self.model_snap, self.model_files, dl)
+            return time.perf_counter() - t0 + py(FROM_PRETRAINED, str(dl), env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+        return _ordered(cold, base, mount_first)
+
+    def p_tp(self, mount_first: bool) -> tuple[float, float]:
+        def cold() -> float:
+            with self.mount("tp") as m:
+                paths = [str(m.mountpoint / self.model_snap / p) for p in self.shards]
+                return parallel(*(lambda p=p: py(RANK, p, "", "") for p in paths))
+
+        def base() -> float:
+            dl = self.fresh_dir("dl")
+            ranks = [(str(dl / p.replace("/", "_")), f"{self.model_snap}/{p}") for p in self.shards]
+            return parallel(*(lambda d=d, k=k: py(RANK, d, self.bucket, k, env=self.env) for d, k in ranks))
+
+        return _ordered(cold, base, mount_first)
+
+    def p_warm(self, mount_first: bool) -> tuple[float, float]:
+        def cold() -> float:
+            with self.mount("warm") as m:
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, "-m", "cache", "warm", "bench/model", "--mountpoint", str(m.mountpoint)],
+                    check=True,
+                    capture_output=True,
+                )
+                return time.perf_counter() - t0
+
+        def base() -> float:
+            dl = self.fresh_dir("dl")
+            t0 = time.perf_counter()
+            self.download(self.model_snap, self.model_files, dl)
+            return time.perf_counter() - t0
+
+        return _ordered(cold, base, mount_first)
+
+    def readers(self) -> tuple[float, float, float]:
+        """4 concurrent cold readers of the big file: (seconds, link bytes / size, rclone's count / size)."""
+        with self.mount("readers") as m:
+            path = str(m.mountpoint / self.big_snap / "big.bin")
+            link_before = self.link.stats.snapshot()["bytes_down"] if self.link else 0
+            rclone_before = m.metrics()["hfcache_s3_read_bytes_total"]
+            t = parallel(*(lambda: py(READ, path) for _ in range(4)))
+            link_bytes = (self.link.stats.snapshot()["bytes_down"] - link_before) if self.link else float("nan")
+            rclone_bytes = m.metrics()["hfcache_s3_read_bytes_total"] - rclone_before
+        return t, link_bytes / self.big_size, rclone_bytes / self.big_size
+
+
+class _Mounted:
+    def __init__(self, server: S3Server, bucket: str, work: Path, name: str, extra: tuple[str, ...]) -> None:
+        self.server, self.bucket, self.work, self.name, self.extra = server, bucket, work, name, extra
+
+    def __enter__(self):
+        from tests.support.mounting import start_mount
+
+        self.m = start_mount(
+            bucket=self.bucket,
+            prefix="",
+            env=self.server.env(),
+            mountpoint=self.work / f"{self.name}-mnt",
+            cache_dir=self.work / f"{self.name}-cache",
+            extra_args=("--cache-max-size", "50G", *self.extra),
+        )
+        return self.m
+
+    def __exit__(self, *exc: object) -> None:
+        self.m.stop()
+        shutil.rmtree(self.work / f"{self.name}-cache", ignore_errors=True)
+
+
+def _ordered(cold: Callable[[], float], base: Callable[[], float], mount_first: bool) -> tuple[float, float]:
+    if mount_first:
+        c = cold()
+        return c, base()
+    b = base()
+    return cold(), b
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--big-gb", type=float, default=2.0, help="size of the big file (GB)")
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--embd", type=int, default=1024)
+    ap.add_argument("--shard", default="300MB", help="save_pretrained max_shard_size")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
+    ap.add_argument("--patterns", default=",".join(PATTERNS))
+    ap.add_argument("--mount-arg", action="append", default=[], help="extra hf-cache mount argument (repeatable)")
+    add_link_args(ap)
+    args = ap.parse_args()
+    patterns = [p for p in args.patterns.split(",") if p]
+    unknown = set(patterns) - set(PATTERNS)
+    if unknown:
+        raise SystemExit(f"unknown patterns {sorted(unknown)}; choose from {', '.join(PATTERNS)}")
+    params = link_params(args) if args.link == "s3" else None
+    print(params.describe() if params else "link: plain loopback (no cap, no latency)", flush=True)
+    if args.mount_arg:
+        print(f"mount args: {' '.join(args.mount_arg)}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-cold-", dir=os.environ.get("HFCACHE_BENCH_DIR")))
+    results: dict[str, list[tuple[float, float]]] = {}
+    try:
+        bench = Bench(args, work)
+        bench.publish()
+        with s3("rclone", root=bench.root) as server:
+            link = S3Link(server.endpoint, params) if params else None
+            try:
+                bench.serve(server, link)
+                print(
+                    f"big file {bench.big_size / 1e9:.2f} GB; model GPT-2 {args.layers} x {args.embd} fp32, "
+                    f"{bench.model_size / 1e9:.2f} GB in {len(bench.shards)} shards; median of {args.repeat}",
+                    flush=True,
+                )
+                for name in patterns:
+                    if name == "readers":
+                        t, link_ratio, rclone_ratio = bench.readers()
+                        print(
+                            f"readers: 4 concurrent cold read() of the big file {t:.2f}s; S3 bytes / size: "
+                            f"{link_ratio:.3f} at the link, {rclone_ratio:.3f} by rclone's count (goal <= 1.05)",
+                            flush=True,
+                        )
+                        continue
+                    fn = getattr(bench, f"p_{name}")
+                    results[name] = [fn(i % 2 == 0) for i in range(args.repeat)]
+                    report(name, results[name])
+            finally:
+                if link:
+                    link.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(name: str, rounds: list[tuple[float, float]]) -> None:
+    mount = statistics.median(r[0] for r in rounds)
+    base = statistics.median(r[1] for r in rounds)
+    speed = statistics.median(r[1] / r[0] for r in rounds)
+    raw = ", ".join(f"{m:.2f}/{b:.2f}" for m, b in rounds)
+    goal = GOALS[name]
+    print(
+        f"{name:16} mount {mount:6.2f}s  baseline {base:6.2f}s  speed {speed:5.2f}x "
+        f"({'met' if speed >= goal else 'MISSED'} goal >= {goal})  rounds mount/base: {raw}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
