@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "cache.readers.command:doctor",
     "demo": "cache.readers.demo:demo",
     "render": "cache.deploy.render:render",
+    "inject": "cache.deploy.inject:inject",
 }
 
 

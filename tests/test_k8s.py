@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cache.deploy.inject import NODE_PATH
 from cache.readers.envvars import reader_env
 from tests.conftest import require_tool
 
@@ -43,7 +44,13 @@ spec:
   template:
     metadata: {labels: {app: serve}}
     spec:
-      containers: [{name: vllm, image: vllm/vllm-openai:v0.8.0}]
+      containers:
+        - name: vllm
+          image: vllm/vllm-openai:v0.8.0
+          envFrom: [{secretRef: {name: vllm-config}}]
+          env: [{name: VLLM_PORT, value: "8000"}]
+          volumeMounts: [{name: shm, mountPath: /dev/shm}]
+        - {name: sidecar, image: busybox:1.36}
       volumes: [{name: shm, emptyDir: {medium: Memory}}]
 """
 UNLABELLED = """
@@ -68,6 +75,25 @@ def kustomize(path: Path, *flags: str) -> list[dict]:
     out = subprocess.run(["kubectl", "kustomize", *flags, str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def make_cluster(tmp: Path, tf: dict | None = None, **values: object) -> Path:
+    """A cluster folder like clusters/example with some values changed, rendered by `hf-cache render`."""
+    example = ROOT / "clusters" / "example"
+    cluster = tmp / "cluster"
+    cluster.mkdir()
+    merged = {**json.loads((example / "values.json").read_text()), **values}
+    (cluster / "values.json").write_text(json.dumps({k: v for k, v in merged.items() if v is not None}))
+    outputs = json.loads((example / "terraform-output.json").read_text())
+    outputs.update({k: {"value": v} for k, v in (tf or {}).items()})
+    (cluster / "terraform-output.json").write_text(json.dumps(outputs))
+    result = render_cluster(cluster)
+    assert result.returncode == 0, result.stderr
+    return cluster
+
+
+def render_cluster(cluster: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["hf-cache", "render", str(cluster), "--root", str(ROOT)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +148,17 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_strict_schema_validation(rendered_files: list[Path], version: str) -> None:
+def test_strict_schema_validation(rendered_files: list[Path], version: str, tmp_path: Path) -> None:
     require_tool("kubernetes-validate")
+    files = rendered_files
+    if version == "1.29.0":  # ValidatingAdmissionPolicy is admissionregistration.k8s.io/v1 from 1.30 on
+        files = []
+        for f in rendered_files:
+            docs = [d for d in yaml.safe_load_all(f.read_text()) if not d["kind"].startswith("ValidatingAdmission")]
+            (tmp_path / f.name).write_text(yaml.safe_dump_all(docs))
+            files.append(tmp_path / f.name)
     result = subprocess.run(
-        ["kubernetes-validate", "--strict", "--quiet", "-k", version, *map(str, rendered_files)],
+        ["kubernetes-validate", "--strict", "--quiet", "-k", version, *map(str, files)],
         capture_output=True,
         text=True,
     )
@@ -174,8 +207,6 @@ def test_daemonset_shape(rendered) -> None:
     (c,) = pod["containers"]
     assert c["args"] == ["mount"] and pod["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in pod["tolerations"]
-    mounts = {m["name"]: m for m in c["volumeMounts"]}
-    assert mounts["mnt"]["mountPath"] == "/mnt" and mounts["mnt"]["mountPropagation"] == "Bidirectional"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["fuse"]["hostPath"]["path"] == "/dev/fuse"
     assert c["startupProbe"]["httpGet"]["path"] == c["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -186,7 +217,8 @@ def test_daemonset_shape(rendered) -> None:
     assert ds["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9090"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["HFCACHE_CACHE_MAX_SIZE"] == "75%" and env["HFCACHE_MOUNTPOINT"] == "/mnt/hf_cache"
+    assert env["HFCACHE_CACHE_MAX_SIZE"] == "75%" and env["HFCACHE_MOUNTPOINT"] == NODE_PATH
+    assert NODE_PATH in c["lifecycle"]["preStop"]["exec"]["command"]
     (monitor,) = by_kind(rendered["podmonitor"], "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
 
@@ -226,43 +258,106 @@ def test_cronjob_shape_and_models_from_the_repo_root(rendered) -> None:
     )
 
 
-def test_job_pods_get_a_read_only_mount_and_the_reader_env(rendered) -> None:
+def test_job_pods_get_a_read_only_mount_and_the_reader_env_and_keep_their_own(rendered) -> None:
     docs = rendered["job-pod"]
-    (cm,) = by_kind(docs, "ConfigMap")
-    assert cm["data"] == reader_env()  # generated from `hf-cache env`: one source of truth
+    env = [{"name": k, "value": v} for k, v in reader_env().items()]  # `hf-cache env`: one source of truth
+    mount = {"name": "hf-cache", "mountPath": "/mnt/hf_cache", "readOnly": True, "mountPropagation": "HostToContainer"}
     for kind, name in (("Job", "train"), ("Deployment", "serve")):
         (w,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
         pod = w["spec"]["template"]["spec"]
-        c = pod["containers"][0]
-        (m,) = [m for m in c["volumeMounts"] if m["name"] == "hf-cache"]
-        assert m == {
-            "name": "hf-cache",
-            "mountPath": "/mnt/hf_cache",
-            "readOnly": True,
-            "mountPropagation": "HostToContainer",
-        }
-        assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
-        assert {"name": "hf-cache", "hostPath": {"path": "/mnt/hf_cache", "type": "Directory"}} in pod["volumes"]
+        for c in pod["containers"]:
+            assert [m for m in c["volumeMounts"] if m["name"] == "hf-cache"] == [mount]
+            assert c["env"][-len(env) :] == env
+        assert {"name": "hf-cache", "hostPath": {"path": NODE_PATH, "type": "Directory"}} in pod["volumes"]
+    # What the workloads declared themselves is all still there (the component appends, it never replaces).
     (train,) = [d for d in by_kind(docs, "Job") if d["metadata"]["name"] == "train"]
-    assert train["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "KEEP_ME", "value": "1"}]
+    assert train["spec"]["template"]["spec"]["containers"][0]["env"][0] == {"name": "KEEP_ME", "value": "1"}
     (serve,) = by_kind(docs, "Deployment")
-    assert {"name": "shm", "emptyDir": {"medium": "Memory"}} in serve["spec"]["template"]["spec"]["volumes"]
+    pod = serve["spec"]["template"]["spec"]
+    assert {"name": "shm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    vllm = pod["containers"][0]
+    assert vllm["volumeMounts"][0] == {"name": "shm", "mountPath": "/dev/shm"}
+    assert vllm["envFrom"] == [{"secretRef": {"name": "vllm-config"}}]
+    assert vllm["env"][0] == {"name": "VLLM_PORT", "value": "8000"}
     (other,) = [d for d in by_kind(docs, "Job") if d["metadata"]["name"] == "other"]
     assert "volumes" not in other["spec"]["template"]["spec"]
+    assert "HfCacheJobPod" not in {d["kind"] for d in docs}  # the component's local config stays out
 
 
-def test_env_file_of_the_component_is_what_hf_cache_env_prints() -> None:
-    env_file = ROOT / "daemonset" / "job-pod" / "hf-cache.env"
-    result = subprocess.run(["hf-cache", "env", "--format", "dotenv"], capture_output=True, text=True, check=True)
-    assert env_file.read_text() == result.stdout
+def test_mount_parent_is_the_only_node_folder_shared_bidirectionally(rendered) -> None:
+    (ds,) = by_kind(rendered["example"], "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    bidirectional = [m for m in c["volumeMounts"] if m.get("mountPropagation") == "Bidirectional"]
+    assert len(bidirectional) == 1
+    (parent,) = bidirectional
+    node_parent = volumes[parent["name"]]["hostPath"]["path"]
+    # Exactly the mountpoint's own parent folder: not /mnt, /var/lib or / of the node.
+    assert node_parent == parent["mountPath"] == os.path.dirname(NODE_PATH) == "/var/lib/hf-cache"
+    assert {v["hostPath"]["path"] for v in volumes.values() if "hostPath" in v} == {
+        "/dev/fuse",
+        "/var/lib/hf-cache",
+        "/var/cache/hf-cache",
+    }
+
+
+def test_no_pod_gets_a_kubernetes_api_token(rendered) -> None:
+    """Nothing calls the API; IRSA projects its own aws-iam-token volume, so no ServiceAccount token is mounted."""
+    pods = 0
+    for docs in (rendered["example"], rendered["daemonset"], rendered["cronjob"]):
+        for doc in docs:
+            spec = doc.get("spec", {})
+            pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get(
+                "template", {}
+            ).get("spec")
+            if doc["kind"] == "ServiceAccount":
+                assert doc["automountServiceAccountToken"] is False, doc["metadata"]["name"]
+            if pod:
+                pods += 1
+                assert pod["automountServiceAccountToken"] is False, doc["metadata"]["name"]
+            for key, value in (doc["metadata"].get("annotations") or {}).items():
+                assert not value.startswith("CKV_K8S_38="), (doc["metadata"]["name"], key)
+    assert pods >= 4
+
+
+def test_metrics_port_is_open_to_the_monitoring_namespace_only(rendered, tmp_path: Path) -> None:
+    def ingress(docs: list[dict]) -> list[dict]:
+        (np,) = [d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "hf-cache-mount-metrics"]
+        return np["spec"]["ingress"]
+
+    def expected(ns: str) -> list[dict]:
+        selector = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        return [{"from": [selector], "ports": [{"port": 9090, "protocol": "TCP"}]}]
+
+    assert ingress(rendered["daemonset"]) == expected("monitoring")
+    assert ingress(rendered["example"]) == expected("monitoring")
+    (deny,) = [d for d in by_kind(rendered["daemonset"], "NetworkPolicy") if d["spec"]["podSelector"] == {}]
+    assert deny["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in deny["spec"]
+    cluster = make_cluster(tmp_path, monitoring_namespace="observability")
+    assert ingress(kustomize(cluster, "--load-restrictor", "LoadRestrictionsNone")) == expected("observability")
 
 
 def test_pvc_way_for_restricted_namespaces(rendered) -> None:
     (pv,) = by_kind(rendered["pvc"], "PersistentVolume")
     (pvc,) = by_kind(rendered["pvc"], "PersistentVolumeClaim")
-    assert pv["spec"]["hostPath"]["path"] == "/mnt/hf_cache" and pv["spec"]["accessModes"] == ["ReadOnlyMany"]
+    assert pv["spec"]["accessModes"] == ["ReadOnlyMany"]
     assert pvc["metadata"]["namespace"] == "team-a" and pvc["spec"]["volumeName"] == pv["metadata"]["name"]
     assert pv["metadata"]["name"] == "hf-cache-team-a"
+    assert pv["spec"]["hostPath"]["path"] == NODE_PATH  # the DaemonSet's mountpoint on the node
+
+
+def test_pvc_way_refuses_pods_that_mount_the_claim_writable(rendered) -> None:
+    (policy,) = by_kind(rendered["pvc"], "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(rendered["pvc"], "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"] and binding["spec"]["validationActions"] == [
+        "Deny"
+    ]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["pods"] and set(rule["operations"]) == {"CREATE", "UPDATE"}
+    (check,) = policy["spec"]["validations"]
+    assert "persistentVolumeClaim.readOnly" in check["expression"] and "startsWith('hf-cache')" in check["expression"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
 
 
 def test_service_accounts_match_what_terraform_trusts(rendered) -> None:
@@ -284,3 +379,72 @@ def test_service_accounts_match_what_terraform_trusts(rendered) -> None:
     assert cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == default(
         "refresh_service_account"
     )
+
+
+def images(docs: list[dict]) -> set[str]:
+    (ds,) = by_kind(docs, "DaemonSet")
+    (cj,) = by_kind(docs, "CronJob")
+    pods = (ds["spec"]["template"]["spec"], cj["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    return {c["image"] for pod in pods for c in pod["containers"]}
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "myimage",
+        "myimage:1.2",
+        "registry.local:5000/team/hf-cache:0.2.0-rc1",
+        "registry.local:5000/team/hf-cache@sha256:" + "a" * 64,
+    ],
+)
+def test_render_takes_the_image_as_given(tmp_path: Path, image: str) -> None:
+    cluster = make_cluster(tmp_path, image=image)
+    assert images(kustomize(cluster, "--load-restrictor", "LoadRestrictionsNone")) == {image}
+
+
+@pytest.mark.parametrize(
+    ("values", "tf", "named"),
+    [
+        ({"cache_max_size": "75 percent"}, {}, "cache_max_size"),
+        ({"cache_max_size": "75"}, {}, "no unit"),
+        ({"cache_max_size": "150%"}, {}, "cache_max_size"),
+        ({"refresh_schedule": "every 6 hours"}, {}, "refresh_schedule"),
+        ({"refresh_schedule": "61 */6 * * *"}, {}, "minute '61'"),
+        ({"refresh_schedule": "0 0 * * MON-FOO"}, {}, "day of week"),
+        ({"image": "My Image:latest"}, {}, "image"),
+        ({"node_selector": {"gpu type": "a100"}}, {}, "node_selector"),
+        ({"node_selector": ["a"]}, {}, "node_selector"),
+        ({"monitoring_namespace": "Monitoring"}, {}, "monitoring_namespace"),
+        ({"cache_host_path": "cache"}, {}, "cache_host_path"),
+        ({"cache_host_path": "/var/lib"}, {}, "cache_host_path"),
+        ({"unknown_key": 1}, {}, "unknown keys unknown_key"),
+        ({}, {"prefix": "clusters/*"}, "prefix"),
+        ({}, {"bucket": "Acme_Models"}, "bucket"),
+        ({}, {"region": "useast1"}, "region"),
+        ({}, {"mount_role_arn": "hf-cache-mount"}, "mount_role_arn"),
+    ],
+)
+def test_render_refuses_a_bad_value_in_one_line(tmp_path: Path, values: dict, tf: dict, named: str) -> None:
+    """Values that would only fail on the node (or at apply) are refused by render, naming the key."""
+    cluster = make_cluster(tmp_path)
+    committed = (cluster / "kustomization.yaml").read_text()
+    data = json.loads((cluster / "values.json").read_text())
+    (cluster / "values.json").write_text(json.dumps({**data, **values}))
+    outputs = json.loads((cluster / "terraform-output.json").read_text())
+    outputs.update({k: {"value": v} for k, v in tf.items()})
+    (cluster / "terraform-output.json").write_text(json.dumps(outputs))
+    result = render_cluster(cluster)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hf-cache: error: "), result.stderr
+    assert named in lines[0] and "Traceback" not in result.stderr
+    assert (cluster / "kustomization.yaml").read_text() == committed  # nothing written
+
+
+@pytest.mark.parametrize(
+    "schedule", ["17 */6 * * *", "0 0 1,15 * *", "*/5 9-17 * JAN-MAR mon-fri", "@daily", "0 3 ? * 0"]
+)
+def test_render_accepts_what_a_cronjob_accepts(schedule: str) -> None:
+    from cache.deploy.values import check_cron
+
+    assert check_cron(schedule, "values.json") == schedule

@@ -15,11 +15,29 @@ from typing import Any
 
 import click
 
+from cache.deploy.values import (
+    check_cron,
+    check_host_path,
+    check_image,
+    check_namespace,
+    check_node_selector,
+    check_size,
+    check_terraform_outputs,
+)
 from cache.errors import ConfigError
 
 DEPLOY_HINT = "kubectl kustomize --load-restrictor LoadRestrictionsNone CLUSTER_DIR | kubectl apply -f -"
 TF_OUTPUTS = ("bucket", "prefix", "region", "mount_role_arn", "refresh_role_arn")
-VALUE_KEYS = {"cache_max_size", "cache_host_path", "node_selector", "image", "refresh_schedule", "terraform_output"}
+VALUE_KEYS = {
+    "cache_max_size",
+    "cache_host_path",
+    "node_selector",
+    "image",
+    "refresh_schedule",
+    "monitoring_namespace",
+    "terraform_output",
+}
+DEFAULT_IMAGE = "ghcr.io/hf-cache/hf-cache:0.1.0"
 
 
 def _load_json(path: Path, what: str) -> dict[str, Any]:
@@ -41,19 +59,29 @@ def terraform_values(outputs: dict[str, Any], path: Path) -> dict[str, str]:
         raise ConfigError(
             f"{path}: terraform outputs {', '.join(missing)} missing; run `terraform output -json > {path}`"
         )
-    return {k: str(outputs[k]["value"] if isinstance(outputs[k], dict) else outputs[k]) for k in TF_OUTPUTS}
+    values = {k: str(outputs[k]["value"] if isinstance(outputs[k], dict) else outputs[k]) for k in TF_OUTPUTS}
+    return check_terraform_outputs(values, str(path))
 
 
 def render_overlay(cluster_dir: Path, root: Path) -> str:
+    where = str(cluster_dir / "values.json")
     values = _load_json(cluster_dir / "values.json", "values.json (see clusters/example)")
     unknown = set(values) - VALUE_KEYS
     if unknown:
-        raise ConfigError(f"{cluster_dir / 'values.json'}: unknown keys {', '.join(sorted(unknown))}")
-    tf_path = cluster_dir / values.get("terraform_output", "terraform-output.json")
+        raise ConfigError(
+            f"{where}: unknown keys {', '.join(sorted(unknown))}; the keys are {', '.join(sorted(VALUE_KEYS))}"
+        )
+    tf_name = values.get("terraform_output", "terraform-output.json")
+    if not isinstance(tf_name, str) or "/" in tf_name or tf_name in ("", ".", ".."):
+        raise ConfigError(f"{where}: terraform_output {tf_name!r}: name a file beside values.json")
+    tf_path = cluster_dir / tf_name
     tf = terraform_values(_load_json(tf_path, "terraform output"), tf_path)
-    image = values.get("image", "ghcr.io/hf-cache/hf-cache:0.1.0")
-    name, _, tag = image.rpartition(":")
-    node_selector = values.get("node_selector") or {}
+    image = check_image(values.get("image", DEFAULT_IMAGE), where)
+    cache_max_size = check_size(values.get("cache_max_size", "75%"), where)
+    cache_host_path = check_host_path(values.get("cache_host_path", "/var/cache/hf-cache"), where, "cache_host_path")
+    schedule = check_cron(values.get("refresh_schedule", "17 */6 * * *"), where)
+    monitoring = check_namespace(values.get("monitoring_namespace", "monitoring"), where, "monitoring_namespace")
+    node_selector = check_node_selector(values.get("node_selector"), where)
     rel = os.path.relpath(root, cluster_dir)
     ds_patch = {
         "apiVersion": "apps/v1",
@@ -66,16 +94,15 @@ def render_overlay(cluster_dir: Path, root: Path) -> str:
                     "containers": [
                         {
                             "name": "mount",
-                            "env": [
-                                {"name": "HFCACHE_CACHE_MAX_SIZE", "value": str(values.get("cache_max_size", "75%"))}
-                            ],
+                            "image": image,
+                            "env": [{"name": "HFCACHE_CACHE_MAX_SIZE", "value": cache_max_size}],
                         }
                     ],
                     "volumes": [
                         {
                             "name": "cache",
                             "hostPath": {
-                                "path": values.get("cache_host_path", "/var/cache/hf-cache"),
+                                "path": cache_host_path,
                                 "type": "DirectoryOrCreate",
                             },
                         }
@@ -88,7 +115,25 @@ def render_overlay(cluster_dir: Path, root: Path) -> str:
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {"name": "hf-cache-refresh", "namespace": "hf-cache"},
-        "spec": {"schedule": values.get("refresh_schedule", "17 */6 * * *")},
+        "spec": {
+            "schedule": schedule,
+            "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "refresh", "image": image}]}}}},
+        },
+    }
+    # Prometheus in the monitoring namespace is the only client of the metrics port (kubelet probes come from the
+    # node, which NetworkPolicy always admits).
+    netpol_patch = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "hf-cache-mount-metrics", "namespace": "hf-cache"},
+        "spec": {
+            "ingress": [
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": monitoring}}}],
+                    "ports": [{"port": 9090, "protocol": "TCP"}],
+                }
+            ]
+        },
     }
 
     def sa_patch(sa: str, arn: str) -> dict[str, Any]:
@@ -115,7 +160,6 @@ def render_overlay(cluster_dir: Path, root: Path) -> str:
             # models.txt at the repo root stays the one source: editing it and re-applying rolls the ConfigMap.
             {"name": "hf-cache-models", "files": [f"models.txt={rel}/models.txt"]},
         ],
-        "images": [{"name": "ghcr.io/hf-cache/hf-cache", "newName": name, "newTag": tag}],
         "patches": [
             {"patch": json.dumps(p)}
             for p in (
@@ -123,6 +167,7 @@ def render_overlay(cluster_dir: Path, root: Path) -> str:
                 sa_patch("hf-cache-refresh", tf["refresh_role_arn"]),
                 ds_patch,
                 cron_patch,
+                netpol_patch,
             )
         ],
     }
