@@ -51,5 +51,9 @@ class LeaseHeldError(HfCacheError):
     """Another refresh holds the writer lease on the bucket/prefix."""
 
 
+class LeaseLostError(HfCacheError):
+    """This refresh's writer lease was taken over (it paused past its TTL): it must not write anything more."""
+
+
 class MountError(HfCacheError):
     """The FUSE mount could not be made, checked or repaired."""

@@ -17,7 +17,7 @@ from cache import __version__, layout
 from cache.errors import ConfigError, HfCacheError, StorageError
 from cache.modelsfile import parse_models_file
 from cache.progress import Progress, human_bytes
-from cache.refresh.lease import Lease
+from cache.refresh.lease import DEFAULT_TTL, Lease
 from cache.refresh.prune import apply_prune, keep_sets, parse_duration, plan_prune, scan_published
 from cache.refresh.publish import (
     Publisher,
@@ -104,7 +104,7 @@ def _summary(results: list[RepoResult]) -> str:
 @click.option("--dry-run", is_flag=True, help="Validate models.txt, resolve each repo, print the plan; write nothing.")
 @click.option("--prune", is_flag=True, help="Remove repos/revisions de-listed from models.txt for --prune-after.")
 @click.option("--prune-after", default="7d", show_default=True, help="How long an item stays de-listed before removal.")
-@click.option("--lease-ttl", type=float, default=1800.0, show_default=True, hidden=True)
+@click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=DEFAULT_TTL, show_default=True, hidden=True)
 def refresh(
     models_path: str,
     bucket: str,
@@ -141,12 +141,15 @@ def refresh(
     results: list[RepoResult] = []
     scratch = make_scratch(scratch_dir)
     try:
-        with Lease(target.client, bucket, target.prefix, ttl=lease_ttl):
+        with Lease(target.client, bucket, target.prefix, ttl=lease_ttl) as lease:
+            lease.guard()  # every write checks the lease first: a run that lost it writes nothing more
             previous = target.get_json(layout.status_key(target.prefix)) or {}
             with Progress("refresh") as progress:
                 publisher = Publisher(target, hub, scratch, workers=workers, progress=progress)
                 for entry in entries:
+                    lease.check()
                     results.append(publisher.publish(entry))
+            lease.check()
             delisted: dict[str, str] = dict(previous.get("delisted", {}))
             pruned: list[str] = []
             failed = [r for r in results if r.state != "ok"]
