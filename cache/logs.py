@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+from urllib.parse import unquote, urlsplit
 
 SECRET_ENV_VARS = (
     "HF_TOKEN",
@@ -20,17 +21,45 @@ SECRET_ENV_VARS = (
     "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY",
     "RCLONE_CONFIG_S3_SESSION_TOKEN",
 )
+URL_ENV_VARS = ("HF_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 _TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
-_BEARER_RE = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?bearer\s+)[^\s'\"]+")
+_BEARER_RE = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic)\s+)[^\s'\"]+")
+# scheme://user:password@host: userinfo of any URL, wherever it appears in a message.
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]*@")
 MASK = "***"
 
 
+def redact_url(url: str) -> str:
+    """``url`` without its userinfo: what is recorded (manifests, status.json) or printed about an endpoint.
+
+    ``HF_ENDPOINT=http://user:pass@mirror`` is a valid way to reach a mirror, and every job pod can read what refresh
+    records, so the credentials part of a URL never leaves the process.
+    """
+    return _USERINFO_RE.sub(r"\1", url)
+
+
+def _url_passwords() -> tuple[str, ...]:
+    """Passwords inside endpoint URLs of the environment: they may also show up on their own (a server echoing them)."""
+    out = []
+    for name in URL_ENV_VARS:
+        try:
+            password = urlsplit(os.environ.get(name, "")).password
+        except ValueError:
+            continue
+        if password:
+            out.append(unquote(password))
+            out.append(password)
+    return tuple(out)
+
+
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Remove secret values from ``text``: the ones in the environment, ``extra_secrets``, and token shapes."""
-    for value in (*(os.environ.get(name, "") for name in SECRET_ENV_VARS), *extra_secrets):
+    """Remove secret values from ``text``: the ones in the environment, ``extra_secrets``, token shapes and the
+    userinfo of URLs (one function, so a new place that records or prints text cannot forget one kind)."""
+    for value in (*(os.environ.get(name, "") for name in SECRET_ENV_VARS), *_url_passwords(), *extra_secrets):
         if value and len(value) >= 4:
             text = text.replace(value, MASK)
     text = _TOKEN_RE.sub(MASK, text)
+    text = redact_url(text)
     return _BEARER_RE.sub(lambda m: m.group(1) + MASK, text)
 
 

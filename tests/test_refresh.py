@@ -266,8 +266,12 @@ def test_dry_run_writes_nothing(s3_server: S3Server, bucket: str, tmp_path: Path
     models = tmp_path / "models.txt"
     models.write_text(f"team/ckpt source=file://{repo_dir} exclude=*.bin\norg/x@v2\n")
     result = run_refresh(models, bucket, s3_server.env(), "--dry-run")
-    assert result.returncode == 0
-    assert "team/ckpt@main: from local" in result.stdout and "org/x@v2" in result.stdout
+    # A plan that cannot resolve an entry (no Hub reachable here) says so and exits 1, like the run would.
+    assert result.returncode == 1
+    assert (
+        "team/ckpt@main: from local" in result.stdout
+        and "org/x@v2: from https://huggingface.co: cannot resolve" in result.stdout
+    )
     assert objects(s3_server.client(), bucket) == {}
 
 

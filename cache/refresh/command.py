@@ -6,8 +6,10 @@ import hashlib
 import json
 import logging
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +20,8 @@ from cache.errors import ConfigError, HfCacheError, StorageError
 from cache.modelsfile import parse_models_file
 from cache.progress import Progress, human_bytes
 from cache.refresh.lease import DEFAULT_TTL, Lease
-from cache.refresh.prune import apply_prune, keep_sets, parse_duration, plan_prune, scan_published
+from cache.refresh.plan import Action
+from cache.refresh.prune import keep_sets, parse_duration, plan_prune, run_prune, scan_published
 from cache.refresh.publish import (
     Publisher,
     RepoResult,
@@ -27,8 +30,10 @@ from cache.refresh.publish import (
     make_scratch,
     now_iso,
     remove_scratch,
+    valid_manifest,
 )
 from cache.refresh.source import HubSource
+from cache.refresh.uploads import abort_stale_uploads
 from cache.s3 import check_bucket, describe_error, make_client
 
 log = logging.getLogger("hf_cache.refresh")
@@ -104,6 +109,14 @@ def _summary(results: list[RepoResult]) -> str:
 @click.option("--dry-run", is_flag=True, help="Validate models.txt, resolve each repo, print the plan; write nothing.")
 @click.option("--prune", is_flag=True, help="Remove repos/revisions de-listed from models.txt for --prune-after.")
 @click.option("--prune-after", default="7d", show_default=True, help="How long an item stays de-listed before removal.")
+@click.option(
+    "--prune-max-share",
+    type=click.IntRange(0, 100),
+    default=50,
+    show_default=True,
+    help="Refuse a prune that removes more than this percentage of the published repos (or all of them).",
+)
+@click.option("--force", is_flag=True, help="Prune even what --prune-max-share refuses (e.g. every repo).")
 @click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=DEFAULT_TTL, show_default=True, hidden=True)
 def refresh(
     models_path: str,
@@ -116,6 +129,8 @@ def refresh(
     dry_run: bool,
     prune: bool,
     prune_after: str,
+    prune_max_share: int,
+    force: bool,
     lease_ttl: float,
 ) -> None:
     """Publish every repo in models.txt to S3 as a symlink-free Hugging Face cache.
@@ -126,13 +141,7 @@ def refresh(
     after = parse_duration(prune_after)
     hub = HubSource()
     if dry_run:
-        for e in entries:
-            src = f"local {e.source}" if e.source else hub.endpoint
-            click.echo(
-                f"{e.display}: from {src}, ref {e.ref_name or '(pinned sha)'}"
-                + (f", include {','.join(e.include)}" if e.include else "")
-                + (f", exclude {','.join(e.exclude)}" if e.exclude else "")
-            )
+        _dry_run(entries, hub, bucket, prefix, endpoint_url, region, workers, prune, after)
         return
     target = _target(bucket, prefix, endpoint_url, region, pool=workers * 4 + 8)
     install_kill_hook(target.client)
@@ -143,22 +152,26 @@ def refresh(
     try:
         with Lease(target.client, bucket, target.prefix, ttl=lease_ttl) as lease:
             lease.guard()  # every write checks the lease first: a run that lost it writes nothing more
-            previous = target.get_json(layout.status_key(target.prefix)) or {}
+            abort_stale_uploads(target.client, bucket, target.prefix, datetime.now(UTC))
+            previous = target.get_json(layout.status_key(target.prefix))
+            if not isinstance(previous, dict):  # absent, or corrupt (reported by get_json): replaced below
+                previous = {}
             with Progress("refresh") as progress:
                 publisher = Publisher(target, hub, scratch, workers=workers, progress=progress)
                 for entry in entries:
                     lease.check()
                     results.append(publisher.publish(entry))
             lease.check()
-            delisted: dict[str, str] = dict(previous.get("delisted", {}))
+            old_delisted = previous.get("delisted")
+            delisted: dict[str, str] = dict(old_delisted) if isinstance(old_delisted, dict) else {}
             pruned: list[str] = []
+            prune_refused: str | None = None
             failed = [r for r in results if r.state != "ok"]
             if prune and failed:
                 log.warning("not pruning: %d repo(s) failed in this run", len(failed))
             elif prune:
-                refs, snaps = keep_sets(results)
-                actions, delisted = plan_prune(scan_published(target), refs, snaps, delisted, datetime.now(UTC), after)
-                pruned = apply_prune(target, actions)
+                now, share = datetime.now(UTC), prune_max_share / 100
+                pruned, delisted, prune_refused = run_prune(target, results, delisted, now, after, share, force)
             status = {
                 "hf_cache_version": __version__,
                 "models_file": models_path,
@@ -169,6 +182,7 @@ def refresh(
                 "repos": [r.to_json() for r in results],
                 "delisted": delisted,
                 "pruned": pruned,
+                "prune_refused": prune_refused,
             }
             target.put_json(layout.status_key(target.prefix), status)
     except (BotoCoreError, ClientError) as exc:
@@ -182,16 +196,75 @@ def refresh(
             err=True,
         )
         sys.exit(1)
+    if prune_refused:
+        raise ConfigError(prune_refused)
 
 
-def _manifests(target: Target) -> list[dict[str, Any]]:
+def _dry_run(
+    entries: list[Any],
+    hub: HubSource,
+    bucket: str,
+    prefix: str,
+    endpoint_url: str | None,
+    region: str | None,
+    workers: int,
+    prune: bool,
+    after: Any,
+) -> None:
+    """The plan of a run, from the same decisions a run makes (resolve, then per file: upload, copy or leave), read
+    from the source and S3 and printed per repo with bytes; nothing is written anywhere."""
+    target = _target(bucket, prefix, endpoint_url, region, pool=workers * 4 + 8)
+    publisher = Publisher(target, hub, Path(tempfile.gettempdir()), workers=workers)
+    plans = []
+    for e in entries:
+        src = f"local {e.source}" if e.source else hub.shown_endpoint
+        plan = publisher.plan(e)
+        plans.append(plan)
+        if plan.error is not None:
+            click.echo(f"{e.display}: from {src}: cannot resolve: {plan.error}")
+            continue
+        assert plan.sha is not None
+        ref = f"refs/{e.ref_name} -> {plan.sha[:12]}" if e.ref_name else f"pinned {plan.sha[:12]}"
+        ref += " (moves)" if plan.ref_moves else " (unchanged)" if e.ref_name else ""
+        totals = plan.totals()
+        parts = [
+            f"{action.value} {totals.get(action, (0, 0))[0]} files ({human_bytes(totals.get(action, (0, 0))[1])})"
+            for action in (Action.FETCH, Action.COPY, Action.SKIP)
+        ]
+        click.echo(f"{e.display}: from {src}, {ref}: " + ", ".join(parts))
+        for path, fp in plan.files:
+            if fp.action is not Action.SKIP:
+                click.echo(f"  {fp.action.value:6} {path} ({human_bytes(fp.size or 0)})")
+    if prune:
+        resolved = [RepoResult(p.entry, sha=p.sha, state="ok" if p.error is None else "failed") for p in plans]
+        if any(r.state != "ok" for r in resolved):
+            click.echo("prune: nothing (a repo could not be resolved; a run would not prune either)")
+        else:
+            previous = target.get_json(layout.status_key(target.prefix))
+            old = previous.get("delisted") if isinstance(previous, dict) else None
+            refs, snaps = keep_sets(resolved)
+            delisted = dict(old) if isinstance(old, dict) else {}
+            actions, _ = plan_prune(scan_published(target), refs, snaps, delisted, datetime.now(UTC), after)
+            for action in actions:
+                click.echo(f"prune: {action.kind} {action.folder} {action.name}")
+            if not actions:
+                click.echo("prune: nothing due")
+    failed = [p for p in plans if p.error is not None]
+    if failed:
+        sys.exit(1)
+
+
+def _manifests(target: Target) -> tuple[list[dict[str, Any]], list[str]]:
+    """Valid manifests, and the keys of corrupt ones (reported by ls/verify, replaced by the next refresh)."""
     root = layout.join(target.prefix, layout.META_DIR, "manifests")
-    out = []
+    out, corrupt = [], []
     for key in sorted(target.list(root)):
         manifest = target.get_json(key)
-        if manifest:
+        if valid_manifest(manifest):
             out.append(manifest)
-    return out
+        else:
+            corrupt.append(key)
+    return out, corrupt
 
 
 @click.command(name="ls")
@@ -205,7 +278,10 @@ def ls(bucket: str, prefix: str, endpoint_url: str | None, region: str | None, a
     target = _target(bucket, prefix, endpoint_url, region)
     published = scan_published(target)
     rows = []
-    for m in _manifests(target):
+    manifests, corrupt = _manifests(target)
+    for key in corrupt:
+        click.echo(f"hf-cache: warning: {key} is corrupt, not listed; the next refresh replaces it", err=True)
+    for m in manifests:
         folder = layout.repo_folder_name(m["repo"], m["type"])
         refs = sorted(name for name, sha in published.refs.get(folder, {}).items() if sha == m["sha"])
         rows.append(
@@ -243,11 +319,12 @@ def ls(bucket: str, prefix: str, endpoint_url: str | None, region: str | None, a
 def verify(repos: tuple[str, ...], bucket: str, prefix: str, endpoint_url: str | None, region: str | None) -> None:
     """Re-read published objects and check them against their manifests (exit 1 on any mismatch)."""
     target = _target(bucket, prefix, endpoint_url, region)
-    manifests = [m for m in _manifests(target) if not repos or m["repo"] in repos]
+    valid, corrupt = _manifests(target)
+    manifests = [m for m in valid if not repos or m["repo"] in repos]
     missing = set(repos) - {m["repo"] for m in manifests}
     if missing:
         raise ConfigError(f"not published: {', '.join(sorted(missing))}; run `hf-cache ls` to see what is")
-    bad: list[str] = []
+    bad: list[str] = [f"{key} is corrupt (not a valid manifest); the next refresh replaces it" for key in corrupt]
     total = sum(f["size"] for m in manifests for f in m["files"])
     with Progress("verify", total_bytes=total) as progress:
         for m in manifests:

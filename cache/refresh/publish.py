@@ -7,6 +7,7 @@ published with the same checksum are skipped, so an unchanged repo costs a manif
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,8 @@ from cache.errors import HfCacheError, HubError, IntegrityError, StorageError
 from cache.logs import redact
 from cache.modelsfile import ModelEntry
 from cache.progress import Progress
+from cache.refresh.checksums import MULTIPART_THRESHOLD, Digest, is_multipart, part_size_for, same_checksum
+from cache.refresh.plan import Action, Candidate, FilePlan, ObjectState, decide, vouched
 from cache.refresh.source import (
     LFS_THRESHOLD,
     HubSource,
@@ -136,8 +139,26 @@ class Target:
             raise
 
     def get_json(self, key: str) -> Any | None:
+        """The JSON object at ``key``; None when absent, and also when corrupt (truncated, garbage): hf-cache's own
+        objects are all rewritten by the run that reads them, so a corrupt one is reported and replaced, never fatal."""
         data = self.get_bytes(key)
-        return None if data is None else json.loads(data)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            log.warning("s3://%s/%s is not valid JSON (%s): ignoring it; this run replaces it", self.bucket, key, exc)
+            return None
+
+    def head(self, key: str) -> ObjectState | None:
+        """Size, S3's SHA-256 checksum and metadata of ``key``; None when there is no such object."""
+        try:
+            h = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        return ObjectState(key, h["ContentLength"], h.get("ChecksumSHA256"), h.get("Metadata", {}))
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
@@ -154,8 +175,26 @@ class Target:
                 out[obj["Key"]] = obj["Size"]
         return out
 
-    def head_meta(self, key: str) -> dict[str, str]:
-        return self.client.head_object(Bucket=self.bucket, Key=key).get("Metadata", {})
+
+def valid_manifest(m: Any) -> bool:
+    """A manifest publish can rely on: complete, with every field it reads (a garbage one is treated as absent)."""
+    try:
+        return (
+            isinstance(m, dict)
+            and m.get("complete") is True
+            and isinstance(m["repo"], str)
+            and isinstance(m["sha"], str)
+            and layout.SHA_RE.match(m["sha"]) is not None
+            and all(
+                isinstance(f["path"], str)
+                and isinstance(f["size"], int)
+                and isinstance(f["sha256"], str)
+                and isinstance(f["blob_id"], str)
+                for f in m["files"]
+            )
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 def tree_listing(files: list[dict[str, Any]]) -> dict[str, Any]:
@@ -168,6 +207,24 @@ def tree_listing(files: list[dict[str, Any]]) -> dict[str, Any]:
             info["lfs_size"] = f["size"]
         entries[f["path"]] = info
     return {"format_version": 1, "files": {p: entries[p] for p in sorted(entries)}}
+
+
+@dataclass
+class RepoPlan:
+    """What publishing one entry would do (``--dry-run``), per file, with bytes."""
+
+    entry: ModelEntry
+    sha: str | None = None
+    ref_moves: bool = False
+    files: list[tuple[str, FilePlan]] = field(default_factory=list)
+    error: str | None = None
+
+    def totals(self) -> dict[Action, tuple[int, int]]:
+        out: dict[Action, tuple[int, int]] = {}
+        for _, plan in self.files:
+            n, b = out.get(plan.action, (0, 0))
+            out[plan.action] = (n + 1, b + (plan.size or 0))
+        return out
 
 
 class Publisher:
@@ -184,7 +241,6 @@ class Publisher:
         scratch: Path,
         workers: int = 4,
         progress: Progress | None = None,
-        multipart_chunk: int = 64 * MiB,
     ):
         self.target = target
         self.hub = hub
@@ -192,16 +248,22 @@ class Publisher:
         self.workers = max(1, workers)
         self.progress = progress or Progress("refresh", tty=False)
         self._lock = threading.Lock()
-        self.transfer = TransferConfig(
-            # Like rclone's upload cutoff: below it one streamed PUT beats assembling parts (server-side copies).
-            multipart_threshold=200 * MiB,
-            multipart_chunksize=multipart_chunk,
+
+    @staticmethod
+    def transfer_config(size: int) -> TransferConfig:
+        """Like rclone's upload cutoff: below the threshold one streamed PUT beats assembling parts. The part size
+        is explicit (checksums.part_size_for), so S3's multipart checksum is the one publish computed."""
+        return TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=part_size_for(size),
             max_concurrency=4,
             use_threads=True,
         )
 
     # -- one repo --------------------------------------------------------------------------------------------
     def publish(self, entry: ModelEntry) -> RepoResult:
+        """Publish one entry. Whatever goes wrong inside (S3 refusing a PUT, a bad local file, a bug) fails this
+        repo only, named, and the run goes on with the next."""
         result = RepoResult(entry)
         try:
             source = source_for(entry, self.hub)
@@ -211,26 +273,52 @@ class Publisher:
             result.state = "ok"
         except HfCacheError as exc:
             result.state, result.error = "failed", redact(str(exc))
-            log.error("%s: failed: %s", entry.display, result.error)
         except ClientError as exc:
             result.state = "failed"
             result.error = redact(f"{entry.display}: S3 refused a request: {exc}")
-            log.error("%s", result.error)
         except OSError as exc:
             result.state, result.error = "failed", redact(f"{entry.display}: {exc}")
-            log.error("%s", result.error)
+        except Exception as exc:  # one repo's failure, whatever its type, must not end the run (S3UploadFailedError)
+            result.state, result.error = "failed", redact(f"{entry.display}: {type(exc).__name__}: {exc}")
+            log.debug("%s: failed", entry.display, exc_info=True)
+        if result.error is not None:
+            log.error("%s: failed: %s", entry.display, result.error.removeprefix(f"{entry.display}: "))
         result.ended = now_iso()
         return result
+
+    def plan(self, entry: ModelEntry) -> RepoPlan:
+        """Resolve an entry and decide every file as a run would, reading S3 and the source but writing nothing."""
+        out = RepoPlan(entry)
+        try:
+            source = source_for(entry, self.hub)
+            snapshot = source.resolve(entry)
+            out.sha = snapshot.sha
+            if entry.ref_name is not None:
+                key = layout.ref_key(self.target.prefix, entry.repo_id, entry.repo_type, entry.ref_name)
+                out.ref_moves = self.target.get_bytes(key) != snapshot.sha.encode()
+            existing = self.target.list(
+                layout.snapshot_prefix(self.target.prefix, entry.repo_id, entry.repo_type, snapshot.sha)
+            )
+            reusable = self._published_files(entry, snapshot.sha)
+            for f in snapshot.files:
+                f, plan = self._decide(entry, source, snapshot, f, existing, reusable)
+                out.files.append((f.path, plan))
+        except Exception as exc:
+            out.error = redact(str(exc))
+        return out
 
     def _publish_snapshot(self, entry: ModelEntry, source: Any, snapshot: Snapshot, result: RepoResult) -> None:
         t, rt = self.target, entry.repo_type
         manifest_key = layout.manifest_key(t.prefix, entry.repo_id, rt, snapshot.sha)
         manifest = t.get_json(manifest_key)
         previous: dict[str, dict[str, Any]] = {}
-        if manifest is not None and manifest.get("complete"):
+        if manifest is not None and not valid_manifest(manifest):
+            log.warning("%s: manifest %s is corrupt: republishing the snapshot", entry.display, manifest_key)
+            manifest = None
+        if manifest is not None:
             previous = {f["path"]: f for f in manifest["files"]}
-            if all(f.path in previous for f in snapshot.files):
-                # Already published and verified: nothing to upload, only make sure the ref points here.
+            if all(f.path in previous for f in snapshot.files) and self._intact(entry, snapshot, previous):
+                # Already published, and S3 still vouches for every object: only make sure the ref points here.
                 result.files = len(snapshot.files)
                 result.bytes_total = result.bytes_skipped = sum(previous[f.path]["size"] for f in snapshot.files)
                 log.info("%s: snapshot %s already published", entry.display, snapshot.sha[:12])
@@ -264,13 +352,58 @@ class Publisher:
                 "type": rt,
                 "requested_revision": entry.requested_revision,
                 "sha": snapshot.sha,
-                "source": str(entry.source) if entry.source else self.hub.endpoint,
-                "files": [{k: f[k] for k in ("path", "size", "sha256", "blob_id")} for f in published],
+                "source": str(entry.source) if entry.source else self.hub.shown_endpoint,
+                "files": [
+                    {k: f[k] for k in ("path", "size", "sha256", "blob_id", "s3_checksum") if f.get(k) is not None}
+                    for f in published
+                ],
                 "published_at": now_iso(),
                 "hf_cache_version": __version__,
             },
         )
         self._write_ref(entry, snapshot.sha)
+
+    def _intact(self, entry: ModelEntry, snapshot: Snapshot, previous: dict[str, dict[str, Any]]) -> bool:
+        """S3 still vouches (its checksum, not our metadata) for every object the manifest lists for this snapshot.
+
+        One HEAD per file: an object overwritten after publish is found on the next run and fetched again, instead
+        of being left in place or copied into the next commit.
+        """
+        t = self.target
+
+        def ok(f: RepoFile) -> bool:
+            rec = previous[f.path]
+            key = layout.snapshot_key(t.prefix, entry.repo_id, entry.repo_type, snapshot.sha, f.path)
+            obj = t.head(key)
+            good = obj is not None and obj.size == rec["size"] and vouched(obj, rec["sha256"], rec.get("s3_checksum"))
+            if not good:
+                log.warning("%s: S3 cannot vouch for %s any more: publishing it again", entry.display, f.path)
+            return good
+
+        with ThreadPoolExecutor(self.workers * 2, thread_name_prefix="check") as pool:
+            return all(list(pool.map(ok, snapshot.files)))
+
+    def _decide(
+        self,
+        entry: ModelEntry,
+        source: Any,
+        snapshot: Snapshot,
+        file: RepoFile,
+        existing: dict[str, int],
+        reusable: dict[str, dict[str, Any]],
+    ) -> tuple[RepoFile, FilePlan]:
+        t = self.target
+        key = layout.snapshot_key(t.prefix, entry.repo_id, entry.repo_type, snapshot.sha, file.path)
+        if isinstance(source, HubSource) and (file.size is None or (file.sha256 is None and file.blob_id is None)):
+            file = source.head(entry, snapshot, file)
+        at_key = t.head(key) if key in existing else None
+        known = reusable.get(file.sha256) if file.sha256 else None
+        candidate = None
+        if known is not None and file.size in (None, known["size"]):
+            obj = t.head(known["key"])
+            if obj is not None:
+                candidate = Candidate(obj, file.sha256 or "", known.get("s3_checksum"), known["blob_id"])
+        return file, decide(file, at_key, candidate)
 
     def _publish_file(
         self,
@@ -284,82 +417,93 @@ class Publisher:
     ) -> dict[str, Any]:
         t = self.target
         key = layout.snapshot_key(t.prefix, entry.repo_id, entry.repo_type, snapshot.sha, file.path)
-        if isinstance(source, HubSource) and (file.size is None or (file.sha256 is None and file.blob_id is None)):
-            file = source.head(entry, snapshot, file)
-        if key in existing and (file.size is None or existing[key] == file.size):
-            meta = t.head_meta(key)
-            same = (file.sha256 and meta.get("sha256") == file.sha256) or (
-                file.sha256 is None and file.blob_id and meta.get("blob-id") == file.blob_id
-            )
-            if same and meta.get("sha256") and meta.get("blob-id"):
-                with self._lock:
-                    result.bytes_skipped += existing[key]
-                self.progress.advance(existing[key], 1)
-                return self._record(
-                    file, existing[key], meta["sha256"], meta["blob-id"], isinstance(source, LocalSource)
-                )
-
         local_source = isinstance(source, LocalSource)
-        known = reusable.get(file.sha256) if file.sha256 else None
-        if known is not None and file.size in (None, known["size"]):
-            # The same bytes are already published in another snapshot of this repo (verified then): a server-side
-            # copy, no download and no upload. A new commit that changes one json re-sends nothing else.
-            t.client.copy({"Bucket": t.bucket, "Key": known["key"]}, t.bucket, key, Config=self.transfer)
-            head = t.client.head_object(Bucket=t.bucket, Key=key)
-            meta = head.get("Metadata", {})
-            if head["ContentLength"] != known["size"] or meta.get("sha256") != file.sha256:
+        file, plan = self._decide(entry, source, snapshot, file, existing, reusable)
+        if plan.reason:
+            log.warning("%s: %s", entry.display, plan.reason)
+        if plan.action is Action.SKIP:
+            assert plan.size is not None and plan.sha256 and plan.blob_id
+            with self._lock:
+                result.bytes_skipped += plan.size
+            self.progress.advance(plan.size, 1)
+            return self._record(file, plan.size, plan.sha256, plan.blob_id, local_source, plan.s3_checksum)
+        if plan.action is Action.COPY:
+            # The same bytes, vouched for by S3's checksum, are already published in another snapshot of this repo:
+            # a server-side copy, no download and no upload. A new commit that changes one json re-sends nothing else.
+            assert plan.source_key and plan.size is not None and plan.sha256 and plan.blob_id
+            meta = {"sha256": plan.sha256, "blob-id": plan.blob_id, "s3-checksum": plan.s3_checksum or ""}
+            server_copy(t, plan.source_key, key, plan.size, meta)
+            head = t.head(key)
+            if head is None or head.size != plan.size or not same_checksum(head.checksum, plan.s3_checksum):
                 raise StorageError(f"{entry.display}: copy of {file.path} did not land intact in S3")
             with self._lock:
-                result.bytes_copied += known["size"]
+                result.bytes_copied += plan.size
                 result.files_copied += 1
-            self.progress.advance(known["size"], 1)
-            return self._record(file, known["size"], file.sha256, meta.get("blob-id") or known["blob_id"], local_source)
+            self.progress.advance(plan.size, 1)
+            return self._record(file, plan.size, plan.sha256, plan.blob_id, local_source, head.checksum)
 
         path = source.fetch(entry, snapshot, file, self.scratch)
         try:
             if local_source:
-                # Hashed while the folder was resolved; re-hashing would read every byte a second time.
+                # Hashed while the folder was resolved; what S3 receives is checked against that hash below.
                 assert file.size is not None and file.sha256 is not None and file.blob_id is not None
-                sha256, blob_id, size = file.sha256, file.blob_id, file.size
-                if path.stat().st_size != size:
-                    raise IntegrityError(f"{entry.display}: {file.path} changed while it was being published")
+                digest = Digest(file.sha256, file.blob_id, file.size, file.s3_checksum or "")
             else:
-                sha256, blob_id, size = verify_download(file, path, entry.display)
+                digest = verify_download(file, path, entry.display)
+            sha256, size = digest.sha256, digest.size
+            blob_id = digest.blob_id or lfs_blob_id(sha256, size)
             t.client.upload_file(
                 str(path),
                 t.bucket,
                 key,
-                ExtraArgs={"Metadata": {"sha256": sha256, "blob-id": blob_id}},
-                Config=self.transfer,
+                ExtraArgs={
+                    "Metadata": {"sha256": sha256, "blob-id": blob_id, "s3-checksum": digest.s3_checksum},
+                    "ChecksumAlgorithm": "SHA256",
+                },
+                Config=self.transfer_config(size),
             )
         finally:
             if not local_source:
                 path.unlink(missing_ok=True)
-        head = t.client.head_object(Bucket=t.bucket, Key=key)
-        if head["ContentLength"] != size or head.get("Metadata", {}).get("sha256") != sha256:
+        head = t.head(key)
+        if head is None or head.size != size or head.meta.get("sha256") != sha256:
             raise StorageError(f"{entry.display}: {file.path} did not land intact in S3 (size/metadata mismatch)")
+        if not same_checksum(head.checksum, digest.s3_checksum):
+            # S3 hashed what it received: the bytes uploaded are not the bytes hashed (a local file rewritten
+            # during the run, or bytes changed on the way).
+            raise IntegrityError(
+                f"{entry.display}: {file.path} changed while it was being published (S3's checksum of what it"
+                " received does not match the hash taken before); run refresh again once it is stable"
+                if local_source
+                else f"{entry.display}: {file.path} did not land intact in S3 (S3's checksum does not match)"
+            )
         with self._lock:
             result.bytes_uploaded += size
             result.files_uploaded += 1
         self.progress.advance(size, 1)
-        return self._record(file, size, sha256, blob_id, local_source)
+        return self._record(file, size, sha256, blob_id, local_source, head.checksum)
 
     def _published_files(self, entry: ModelEntry, sha: str) -> dict[str, dict[str, Any]]:
-        """sha256 -> a verified object of another published snapshot of this repo (from their manifests)."""
+        """sha256 -> a file of another published snapshot of this repo, as its manifest recorded it."""
         t = self.target
         folder = layout.repo_folder_name(entry.repo_id, entry.repo_type)
         found: dict[str, dict[str, Any]] = {}
         for key in t.list(layout.join(t.prefix, layout.META_DIR, "manifests", folder)):
             manifest = t.get_json(key)
-            if not manifest or not manifest.get("complete") or manifest.get("sha") == sha:
+            if not valid_manifest(manifest) or manifest.get("sha") == sha:
                 continue
             for f in manifest["files"]:
                 src = layout.snapshot_key(t.prefix, entry.repo_id, entry.repo_type, manifest["sha"], f["path"])
-                found.setdefault(f["sha256"], {"key": src, "size": f["size"], "blob_id": f["blob_id"]})
+                found.setdefault(
+                    f["sha256"],
+                    {"key": src, "size": f["size"], "blob_id": f["blob_id"], "s3_checksum": f.get("s3_checksum")},
+                )
         return found
 
     @staticmethod
-    def _record(file: RepoFile, size: int, sha256: str, blob_id: str, local: bool) -> dict[str, Any]:
+    def _record(
+        file: RepoFile, size: int, sha256: str, blob_id: str, local: bool, s3_checksum: str | None
+    ) -> dict[str, Any]:
         """One file's line in the manifest and tree listing.
 
         Hub files are LFS files when the Hub gave an LFS sha256, and their blob id is then the Hub's (that of the
@@ -372,7 +516,14 @@ class Publisher:
         )
         if lfs:
             blob_id = file.blob_id if file.blob_id and not local else lfs_blob_id(sha256, size)
-        return {"path": file.path, "size": size, "sha256": sha256, "blob_id": blob_id, "lfs": lfs}
+        return {
+            "path": file.path,
+            "size": size,
+            "sha256": sha256,
+            "blob_id": blob_id,
+            "lfs": lfs,
+            "s3_checksum": s3_checksum,
+        }
 
     def _write_ref(self, entry: ModelEntry, sha: str) -> None:
         ref = entry.ref_name
@@ -385,6 +536,56 @@ class Publisher:
         # The bare 40-char sha, no newline: huggingface_hub reads refs with f.read().
         self.target.put_bytes(key, sha.encode(), "text/plain")
         log.info("%s: refs/%s -> %s", entry.display, ref, sha[:12])
+
+
+def server_copy(t: Target, src: str, dst: str, size: int, metadata: dict[str, str]) -> None:
+    """Copy ``src`` to ``dst`` inside the bucket with our metadata and a fresh S3 SHA-256 checksum.
+
+    Done with plain S3 calls, not s3transfer: s3transfer's multipart copy drops the object's metadata in some
+    versions (0.10), so the result would depend on the installed version. Below the multipart threshold one
+    CopyObject; above it UploadPartCopy of ``part_size_for(size)`` ranges, so the checksum S3 computes is the
+    same multipart checksum the source has. A failed multipart copy is aborted, not left behind.
+    """
+    c, bucket = t.client, t.bucket
+    if not is_multipart(size):
+        c.copy_object(
+            Bucket=bucket,
+            Key=dst,
+            CopySource={"Bucket": bucket, "Key": src},
+            MetadataDirective="REPLACE",
+            Metadata=metadata,
+            ChecksumAlgorithm="SHA256",
+        )
+        return
+    upload_id = c.create_multipart_upload(Bucket=bucket, Key=dst, Metadata=metadata, ChecksumAlgorithm="SHA256")[
+        "UploadId"
+    ]
+    part = part_size_for(size)
+    ranges = [(n + 1, start, min(start + part, size) - 1) for n, start in enumerate(range(0, size, part))]
+
+    def copy_part(r: tuple[int, int, int]) -> dict[str, Any]:
+        number, first, last = r
+        out = c.upload_part_copy(
+            Bucket=bucket,
+            Key=dst,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": bucket, "Key": src},
+            CopySourceRange=f"bytes={first}-{last}",
+        )["CopyPartResult"]
+        done = {"PartNumber": number, "ETag": out["ETag"]}
+        if out.get("ChecksumSHA256"):
+            done["ChecksumSHA256"] = out["ChecksumSHA256"]
+        return done
+
+    try:
+        with ThreadPoolExecutor(4, thread_name_prefix="copy") as pool:
+            parts = list(pool.map(copy_part, ranges))
+        c.complete_multipart_upload(Bucket=bucket, Key=dst, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    except BaseException:
+        with contextlib.suppress(Exception):
+            c.abort_multipart_upload(Bucket=bucket, Key=dst, UploadId=upload_id)
+        raise
 
 
 def make_scratch(base: str | None) -> Path:

@@ -10,18 +10,19 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from cache.errors import GatedRepoError, HubError, IntegrityError
+from cache.errors import ConfigError, GatedRepoError, HubError, IntegrityError
 from cache.layout import SHA_RE
-from cache.logs import redact
+from cache.logs import redact, redact_url
 from cache.modelsfile import ModelEntry
+from cache.refresh.checksums import ChangedWhileHashing, Digest, hash_fd
 
-CHUNK = 8 * 1024 * 1024
 LFS_THRESHOLD = 10 * 1024 * 1024  # files at least this big are described (and hashed) as LFS files
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n"
 
@@ -34,6 +35,7 @@ class RepoFile:
     size: int | None = None
     sha256: str | None = None  # the Hub's LFS sha256
     blob_id: str | None = None  # the git blob id (sha1 of "blob <len>\\0" + bytes, or of the LFS pointer)
+    s3_checksum: str | None = None  # S3's SHA-256 checksum of these bytes as publish uploads them (when we hashed them)
 
 
 @dataclass(frozen=True)
@@ -53,44 +55,43 @@ def lfs_blob_id(sha256: str, size: int) -> str:
     return git_blob_id(LFS_POINTER.format(sha=sha256, size=size).encode())
 
 
-def hash_file(path: Path, blob_id: bool = True) -> tuple[str, str | None, int]:
-    """(sha256, git blob id, size) of a local file, in one pass.
-
-    The git blob id is only worth its second hash for files stored in git itself; an LFS-sized file's blob id is
-    derived from its sha256 (``lfs_blob_id``), so ``blob_id=False`` skips it.
-    """
-    size = path.stat().st_size
-    sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(b"blob %d\0" % size) if blob_id else None
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            sha256.update(chunk)
-            if sha1 is not None:
-                sha1.update(chunk)
-    return sha256.hexdigest(), sha1.hexdigest() if sha1 is not None else None, size
+def hash_file(path: Path, blob_id: bool = True) -> Digest:
+    """Hash a file we own (a scratch download) in one pass: sha256, git blob id, S3 checksum, size."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        return hash_fd(fd, blob_id=blob_id)
+    finally:
+        os.close(fd)
 
 
-def safe_repo_path(path: str) -> str:
-    """Refuse names that would escape the snapshot folder (``..``, absolute paths, empty segments)."""
+def safe_repo_path(path: str, origin: str = "the server") -> str:
+    """Refuse names that would escape the snapshot folder (``..``, absolute paths, empty segments) or that S3 and
+    the mount cannot carry (not UTF-8)."""
     if not path or path.startswith("/") or "\\" in path or "\0" in path:
-        raise HubError(f"refusing unsafe file name {path!r} from the server")
+        raise HubError(f"refusing unsafe file name {path!r} from {origin}")
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise HubError(f"refusing unsafe file name {path!r} from the server")
+        raise HubError(f"refusing unsafe file name {path!r} from {origin}")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HubError(
+            f"refusing file name {path.encode('utf-8', 'surrogateescape')!r} from {origin}: it is not UTF-8; rename it"
+        ) from None
     return str(PurePosixPath(path))
 
 
-def verify_download(file: RepoFile, local: Path, repo: str) -> tuple[str, str, int]:
-    """Hash a downloaded file and compare with every checksum the source gave. Returns (sha256, blob_id, size)."""
-    sha256, blob_id, size = hash_file(local)
-    assert blob_id is not None
+def verify_download(file: RepoFile, local: Path, repo: str) -> Digest:
+    """Hash a downloaded file and compare with every checksum the source gave."""
+    digest = hash_file(local)
+    sha256, blob_id, size = digest.sha256, digest.blob_id, digest.size
     if file.size is not None and file.size != size:
         raise IntegrityError(f"{repo}: {file.path} is {size} bytes, the source said {file.size}")
     if file.sha256 is not None and file.sha256 != sha256:
         raise IntegrityError(f"{repo}: {file.path} sha256 {sha256} does not match the source's {file.sha256}")
     if file.blob_id is not None and file.sha256 is None and file.blob_id != blob_id:
         raise IntegrityError(f"{repo}: {file.path} git blob id {blob_id} does not match the source's {file.blob_id}")
-    return sha256, blob_id, size
+    return digest
 
 
 class Source(Protocol):
@@ -108,29 +109,57 @@ class LocalSource:
 
     Its commit is a deterministic digest of the folder's paths and contents, so an unchanged folder republishes
     nothing and a changed one becomes a new snapshot, with the ref moved atomically like any Hub repo.
+
+    Every job pod can read what is published, so only regular files inside the folder are: a link leaving it (to
+    ``/etc/shadow``, to a root-only file) is refused with its path, and so are FIFOs, sockets and devices, which are
+    never opened (opening a FIFO blocks; ``/dev/zero`` never ends). Files are opened with ``O_NOFOLLOW`` and checked
+    with ``fstat`` on the open descriptor, so a file swapped for a link or a FIFO after the walk is refused too.
     """
 
     endpoint = "file://"
 
     def resolve(self, entry: ModelEntry) -> Snapshot:
         assert entry.source is not None
-        root = entry.source
+        root = Path(os.path.realpath(entry.source))
+        if root == Path(root.anchor):
+            raise ConfigError(
+                f"{entry.display}: source={entry.source} is the root filesystem; point source= at the model's folder"
+            )
         found: list[tuple[str, Path]] = []
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d not in (".git", ".cache"))
+            kept = []
+            for d in sorted(dirnames):
+                if d in (".git", ".cache"):
+                    continue
+                full = Path(dirpath) / d
+                if full.is_symlink():
+                    # Not descended (os.walk does not follow links); one that leaves the folder is refused, one that
+                    # stays inside would publish the same files twice under two names and is skipped.
+                    self._inside(entry, root, full)
+                    continue
+                kept.append(d)
+            dirnames[:] = kept
             for name in sorted(filenames):
                 full = Path(dirpath) / name
-                if full.is_symlink() and not full.exists():
+                rel = safe_repo_path(full.relative_to(root).as_posix(), f"source folder {root}")
+                if not entry.wants(rel):
                     continue
-                rel = full.relative_to(root).as_posix()
-                if entry.wants(rel):
-                    found.append((rel, full))
+                real = self._inside(entry, root, full)
+                if real is None:
+                    continue  # a dangling link: nothing to publish
+                found.append((rel, real))
 
         def describe(item: tuple[str, Path]) -> RepoFile:
-            rel, full = item
-            small = full.stat().st_size < LFS_THRESHOLD
-            sha256, blob_id, size = hash_file(full, blob_id=small)
-            return RepoFile(path=rel, size=size, sha256=sha256, blob_id=blob_id or lfs_blob_id(sha256, size))
+            rel, real = item
+            digest = self._hash(entry, rel, real)
+            assert digest.blob_id is not None or digest.size >= LFS_THRESHOLD
+            return RepoFile(
+                path=rel,
+                size=digest.size,
+                sha256=digest.sha256,
+                blob_id=digest.blob_id or lfs_blob_id(digest.sha256, digest.size),
+                s3_checksum=digest.s3_checksum,
+            )
 
         # hashlib releases the GIL on large buffers: hashing several files at once uses every core.
         with ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="hash") as pool:
@@ -141,10 +170,67 @@ class LocalSource:
             digest.update(f"{f.path}\0{f.size}\0{f.sha256}\0".encode())
         return Snapshot(entry.repo_id, entry.repo_type, digest.hexdigest(), tuple(files))
 
+    @staticmethod
+    def _inside(entry: ModelEntry, root: Path, full: Path) -> Path | None:
+        """The real path of ``full`` if it stays inside ``root`` (None for a dangling link); refuse one that leaves."""
+        real = Path(os.path.realpath(full))
+        if full.is_symlink() and not os.path.lexists(real):
+            return None
+        if not real.is_relative_to(root):
+            raise ConfigError(
+                f"{entry.display}: {full} is a link to {real}, outside the source folder {root}; "
+                "only files inside the folder are published: copy the file in or remove the link"
+            )
+        return real
+
+    @staticmethod
+    def open_regular(entry: ModelEntry, rel: str, real: Path) -> int:
+        """Open a source file for reading without following a link and without blocking on a FIFO; refuse anything
+        that is not a regular file."""
+        what = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+        try:
+            st = os.lstat(real)
+        except FileNotFoundError:
+            raise IntegrityError(f"{entry.display}: {rel} disappeared while it was being published") from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = what.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise ConfigError(
+                f"{entry.display}: {real} is {kind}; only regular files are published: remove it or exclude= it"
+            )
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"{entry.display}: {real} is not a regular file; only regular files are published")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _hash(self, entry: ModelEntry, rel: str, real: Path) -> Digest:
+        fd = self.open_regular(entry, rel, real)
+        try:
+            small = os.fstat(fd).st_size < LFS_THRESHOLD
+            return hash_fd(fd, blob_id=small)
+        except ChangedWhileHashing as exc:
+            raise IntegrityError(f"{entry.display}: {rel} changed while it was being hashed ({exc})") from None
+        finally:
+            os.close(fd)
+
     def fetch(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile, dest_dir: Path) -> Path:
-        """Local files need no download: publish reads them in place (no scratch disk used)."""
+        """Local files need no download: publish reads them in place (no scratch disk used).
+
+        The path is re-checked (a regular file, inside the folder) right before publish opens it; the bytes S3 keeps
+        are then checked against the hash taken at resolve time, so a file rewritten in between is caught.
+        """
         assert entry.source is not None
-        return entry.source / file.path
+        root = Path(os.path.realpath(entry.source))
+        real = self._inside(entry, root, root / file.path)
+        if real is None:
+            raise IntegrityError(f"{entry.display}: {file.path} disappeared while it was being published")
+        os.close(self.open_regular(entry, file.path, real))
+        return real
 
 
 class HubSource:
@@ -156,6 +242,11 @@ class HubSource:
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
         self._token = token
         self._token_read = token is not None
+
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint as it may be recorded or printed: without userinfo (``http://user:pass@mirror``)."""
+        return redact_url(self.endpoint)
 
     @property
     def token(self) -> str | None:
@@ -190,10 +281,14 @@ class HubSource:
         if isinstance(exc, RevisionNotFoundError):
             return HubError(f"{repo}: revision {entry.requested_revision!r} not found; fix it in models.txt")
         if isinstance(exc, RepositoryNotFoundError):
-            return HubError(f"{repo}: repository not found at {self.endpoint}; check the id (or HF_TOKEN if private)")
+            where = self.shown_endpoint
+            return HubError(f"{repo}: repository not found at {where}; check the id (or HF_TOKEN if private)")
         if isinstance(exc, HfHubHTTPError):
-            return HubError(f"{repo}: the Hub answered {status}: {redact(str(exc)).splitlines()[0]}")
-        return HubError(f"{repo}: cannot reach {self.endpoint}: {redact(str(exc)).splitlines()[0]}")
+            # The server's own message says why (quota, outage, a mirror's complaint); it may quote what we sent.
+            said = (getattr(exc, "server_message", None) or "").strip().splitlines()
+            detail = said[0] if said else str(exc).splitlines()[0]
+            return HubError(f"{repo}: the Hub answered {status}: {redact(detail)}")
+        return HubError(f"{repo}: cannot reach {self.shown_endpoint}: {redact(str(exc)).splitlines()[0]}")
 
     def resolve(self, entry: ModelEntry) -> Snapshot:
         api = self._api()

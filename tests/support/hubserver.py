@@ -55,6 +55,7 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], _Repo] = {}
         self.omit_metadata = False
+        self.echo_credentials: set[str] = set()  # repo ids whose API answers 500 quoting the request's credentials
         self.request_log: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         server = self
@@ -112,6 +113,11 @@ class HubServer:
 
     def corrupt(self, repo_id: str, path: str, data: bytes, repo_type: str = "model") -> None:
         self.repos[(repo_type, repo_id)].corrupt[path] = data
+
+    def echo_credentials_in_errors(self, repo_id: str) -> None:
+        """Make this repo's API fail with a message quoting the request's Authorization header, as a misconfigured
+        proxy or mirror does: a test then sees whether hf-cache keeps such text out of logs, errors and S3."""
+        self.echo_credentials.add(repo_id)
 
     def add_hostile_path(self, repo_id: str, path: str, repo_type: str = "model") -> None:
         repo = self.repos[(repo_type, repo_id)]
@@ -184,6 +190,9 @@ class HubServer:
                 return self._error(h, 404, "RepoNotFound", "Repository not found", head)
             if not self._authorized(h, repo, head):
                 return None
+            if repo.repo_id in self.echo_credentials:
+                seen = f"Authorization: {h.headers.get('Authorization', '')} for http://{h.headers.get('Host', '')}"
+                return self._error(h, 500, "InternalError", f"upstream refused the request ({seen})", head)
             rev = tail.removeprefix("revision/") if tail.startswith("revision/") else "main"
             sha = repo.refs.get(rev, rev if rev in repo.commits else None)
             if sha is None:

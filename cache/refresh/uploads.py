@@ -1,0 +1,49 @@
+"""Multipart uploads left behind by a killed or failed run: found and aborted at the start of the next run.
+
+Parts of an unfinished multipart upload are stored (and billed) but invisible to listings; the bucket's lifecycle
+rule only removes them after days. Refresh holds the writer lease while it runs, so any multipart upload under its
+prefix that started before this run belongs to a run that is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+log = logging.getLogger("hf_cache.refresh")
+
+
+def stale_uploads(uploads: list[dict[str, Any]], started_before: datetime) -> list[dict[str, Any]]:
+    """The uploads (``ListMultipartUploads`` entries) that began before ``started_before``: not this run's."""
+    return [u for u in uploads if u.get("Initiated") is None or u["Initiated"] < started_before]
+
+
+def abort_stale_uploads(client: Any, bucket: str, prefix: str, started_before: datetime) -> int:
+    """Abort every multipart upload under ``prefix`` begun before this run; returns how many were aborted.
+
+    Needs ``s3:ListBucketMultipartUploads`` (and ``s3:AbortMultipartUpload``); without it refresh still works and
+    says so once, and the bucket's lifecycle rule stays the backstop.
+    """
+    found: list[dict[str, Any]] = []
+    try:
+        paginator = client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix.strip("/") + "/" if prefix.strip("/") else ""):
+            found.extend(page.get("Uploads", []))
+    except ClientError as exc:
+        log.warning("cannot list multipart uploads left by earlier runs (%s): leaving them to the lifecycle rule", exc)
+        return 0
+    aborted = 0
+    for upload in stale_uploads(found, started_before):
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            aborted += 1
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code != "NoSuchUpload":
+                log.warning("cannot abort the multipart upload of %s left by an earlier run: %s", upload["Key"], exc)
+    if aborted:
+        log.info("aborted %d multipart upload(s) left by an earlier run", aborted)
+    return aborted
