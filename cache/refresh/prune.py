@@ -4,6 +4,9 @@ A repo or revision dropped from models.txt is not deleted at once: jobs may stil
 edit should be cheap to undo. It is recorded as de-listed (the time it was first seen missing is kept in
 status.json) and removed only once it has been de-listed for ``--prune-after``. Refs go first (new opens stop
 resolving it), then the manifest (it no longer claims completeness), then the tree listing and snapshot files.
+
+A models.txt emptied or truncated by mistake must not empty the bucket: ``prune_refusal`` refuses a prune that
+would remove everything published, or more than a stated share of it, unless the operator says ``--force``.
 """
 
 from __future__ import annotations
@@ -77,6 +80,54 @@ def plan_prune(
     return due, new_delisted
 
 
+def removed_repos(actions: list[PruneAction], published: Published) -> set[str]:
+    """Pure: the repo folders these deletions leave with no ref and no snapshot at all."""
+    folders = set(published.refs) | set(published.snapshots)
+    gone = {(a.kind, a.folder, a.name) for a in actions}
+    return {
+        f
+        for f in folders
+        if all(("ref", f, n) in gone for n in published.refs.get(f, {}))
+        and all(("snapshot", f, sha) in gone for sha in published.snapshots.get(f, set()))
+    }
+
+
+def prune_refusal(actions: list[PruneAction], published: Published, max_share: float, force: bool) -> str | None:
+    """Pure: why these deletions need ``--force``, or None.
+
+    Counted in whole repos removed, not snapshots: dropping a listed repo's superseded snapshots is routine (a repo
+    updated daily has many), while removing every repo, or more than ``max_share`` of them, is what an emptied or
+    truncated models.txt does.
+    """
+    if force or not actions:
+        return None
+    repos = set(published.refs) | set(published.snapshots)
+    gone = removed_repos(actions, published)
+    if not gone:
+        return None
+    if gone == repos:
+        what = f"every published repo ({len(gone)})"
+    elif len(gone) / len(repos) > max_share:
+        what = f"{len(gone)} of {len(repos)} published repos ({100 * len(gone) / len(repos):.0f}%)"
+    else:
+        return None
+    return (
+        f"--prune would remove {what}, more than --prune-max-share {100 * max_share:.0f}% allows; nothing was "
+        "pruned. Check models.txt; if that is meant, rerun with --force"
+    )
+
+
+def keep_refused(
+    delisted_after: dict[str, str], refused: list[PruneAction], before: dict[str, str], now: datetime
+) -> dict[str, str]:
+    """Pure: the de-listed map when a prune was refused: the refused items stay de-listed since they first were."""
+    out = dict(delisted_after)
+    for a in refused:
+        item = f"{a.kind}:{a.folder}:{a.name}"
+        out[item] = before.get(item, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return out
+
+
 def scan_published(target: Target) -> Published:
     """Read the refs and snapshot folders of every repo under ``<prefix>/hub/``."""
     hub = layout.join(target.prefix, layout.HUB_DIR) + "/"
@@ -130,3 +181,23 @@ def keep_sets(results: list[Any]) -> tuple[set[tuple[str, str]], set[tuple[str, 
         if r.sha:
             snaps.add((folder, r.sha))
     return refs, snaps
+
+
+def run_prune(
+    target: Target,
+    results: list[Any],
+    delisted: dict[str, str],
+    now: datetime,
+    after: timedelta,
+    max_share: float,
+    force: bool,
+) -> tuple[list[str], dict[str, str], str | None]:
+    """Plan, guard and apply one run's prune: (what was removed, the new de-listed map, why it was refused)."""
+    published = scan_published(target)
+    refs, snaps = keep_sets(results)
+    actions, after_map = plan_prune(published, refs, snaps, delisted, now, after)
+    refused = prune_refusal(actions, published, max_share, force)
+    if refused is not None:
+        log.error("%s", refused)
+        return [], keep_refused(after_map, actions, delisted, now), refused
+    return apply_prune(target, actions), after_map, None
