@@ -53,7 +53,30 @@ def test_redaction_hides_env_secrets_and_token_shapes(monkeypatch: pytest.Monkey
     assert record.getMessage() == f"using {MASK}"
 
 
-def test_cli_help_lists_every_command() -> None:
+EXPECTED_COMMANDS = {"refresh", "ls", "verify", "mount", "env", "warm", "doctor", "demo", "render", "inject"}
+
+
+def _listed_commands(help_text: str) -> set[str]:
+    """The names in the help's Commands section, as whole words: 'ls' is not found inside 'models'."""
+    section = help_text.split("Commands:\n", 1)[1]
+    names = set()
+    for line in section.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            names.add(line.split()[0])
+    return names
+
+
+def test_cli_help_lists_every_command_and_each_one_loads() -> None:
+    from click.testing import CliRunner
+
+    from cache.cli import cli
+
     out = subprocess.run([sys.executable, "-m", "cache", "--help"], capture_output=True, text=True, check=True)
-    for name in ("refresh", "mount", "env", "warm", "doctor", "demo", "ls", "verify"):
-        assert name in out.stdout
+    listed = _listed_commands(out.stdout)
+    assert listed >= EXPECTED_COMMANDS, f"missing from the CLI: {sorted(EXPECTED_COMMANDS - listed)}"
+    runner = CliRunner()
+    for name in sorted(listed):
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output, result.exception)
+        assert result.output.startswith(f"Usage: cli {name} ") or result.output.startswith(f"Usage: {name}"), name
+    assert _listed_commands("Commands:\n  models  List models\n") == {"models"}  # no substring matches
