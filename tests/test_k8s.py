@@ -185,6 +185,29 @@ def test_checkov_passes_with_every_skip_justified(rendered_files: list[Path], re
                     assert re.fullmatch(r"CKV2?_K8S_\d+", check) and len(reason) > 20, (key, value)
 
 
+def test_every_checkov_skip_is_needed(rendered, tmp_path: Path) -> None:
+    """A skip whose check would pass anyway only misleads: without the skip annotations, exactly the skipped checks
+    fail, on exactly the resources that skip them."""
+    require_tool("checkov")
+    skipped, docs = set(), []
+    for doc in rendered["example"]:
+        doc = json.loads(json.dumps(doc))
+        annotations = doc["metadata"].get("annotations") or {}
+        for key in [k for k in annotations if k.startswith("checkov.io/skip")]:
+            skipped.add((annotations.pop(key).partition("=")[0], doc["kind"], doc["metadata"]["name"]))
+        docs.append(doc)
+    path = tmp_path / "no-skips.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    args = ["checkov", "--framework", "kubernetes", "--skip-download", "--quiet", "--compact", "-o", "json"]
+    report = json.loads(subprocess.run([*args, "-f", str(path)], capture_output=True, text=True).stdout)
+    failed = {
+        (c["check_id"], c["resource"].split(".")[0], c["resource"].split(".")[-1])
+        for r in (report if isinstance(report, list) else [report])
+        for c in r["results"]["failed_checks"]
+    }
+    assert failed == skipped
+
+
 def test_only_the_mount_container_is_privileged(rendered) -> None:
     privileged = []
     for docs in rendered.values():
@@ -206,6 +229,7 @@ def test_daemonset_shape(rendered) -> None:
     pod = ds["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["args"] == ["mount"] and pod["priorityClassName"] == "system-node-critical"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True  # see test_mount_runs_with_a_read_only_root...
     assert {"operator": "Exists"} in pod["tolerations"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["fuse"]["hostPath"]["path"] == "/dev/fuse"
@@ -300,6 +324,7 @@ def test_mount_parent_is_the_only_node_folder_shared_bidirectionally(rendered) -
         "/var/lib/hf-cache",
         "/var/cache/hf-cache",
     }
+    assert {v["name"] for v in volumes.values() if "emptyDir" in v} == {"tmp"}
 
 
 def test_no_pod_gets_a_kubernetes_api_token(rendered) -> None:
@@ -448,3 +473,60 @@ def test_render_accepts_what_a_cronjob_accepts(schedule: str) -> None:
     from cache.deploy.values import check_cron
 
     assert check_cron(schedule, "values.json") == schedule
+
+
+def test_mount_runs_with_a_read_only_root_filesystem(s3_server, bucket: str, s3_env: dict, tmp_path: Path) -> None:
+    """The DaemonSet sets readOnlyRootFilesystem: the supervisor, rclone and fusermount3 write only to the mount
+    parent and cache dir (hostPath volumes there). Run here in a private mount namespace whose / is read-only and
+    where only tmp_path (standing in for those volumes) is writable: the mount must become ready and serve a file."""
+    import signal
+    import sys
+    import time
+    import urllib.request
+
+    from tests.support.net import free_port
+
+    require_tool("unshare")
+    require_tool("fusermount3")
+    s3_server.client().put_object(Bucket=bucket, Key="hub/hello.txt", Body=b"read through a read-only root")
+    port, rc_port = free_port(), free_port()
+    mountpoint = tmp_path / "node" / "mnt"
+    (tmp_path / "node").mkdir()
+    mount = [sys.executable, "-m", "cache", "mount", "--bucket", bucket, "--mountpoint", str(mountpoint)]
+    mount += ["--cache-dir", str(tmp_path / "cache"), "--health-addr", "127.0.0.1", "--health-port", str(port)]
+    mount += ["--rc-port", str(rc_port)]
+    script = (
+        f"mount --bind {tmp_path} {tmp_path} && mount -o remount,bind,ro / && "
+        "if touch /.hf-cache-ro-probe 2>/dev/null; then echo 'root still writable' >&2; exit 3; fi && "
+        f"exec {' '.join(mount)}"
+    )
+    log = (tmp_path / "mount.log").open("wb")
+    proc = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+        env={**os.environ, **s3_env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline, ready = time.monotonic() + 60, False
+        while time.monotonic() < deadline and proc.poll() is None and not ready:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as resp:
+                    ready = resp.status == 200
+            except OSError:
+                time.sleep(0.3)
+        assert ready, (tmp_path / "mount.log").read_text()[-3000:]
+        # The mount lives in that namespace only; /proc/PID/root looks through the supervisor's view of it.
+        seen = Path(f"/proc/{proc.pid}/root") / str(mountpoint).lstrip("/") / "hub" / "hello.txt"
+        assert seen.read_bytes() == b"read through a read-only root"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "mount.log").read_text()[-3000:]
