@@ -83,6 +83,10 @@ def sample() -> list[dict]:
         docs.append(workload(kind, f"{kind.lower()}-own", POD))
         docs.append(workload(kind, f"{kind.lower()}-bare", BARE_POD))
     docs.append(workload("Job", "not-labelled", POD, labelled=False))
+    for value in ("false", "True"):  # only exactly "true" opts in, as the component's labelSelector reads it
+        doc = workload("Job", f"labelled-{value.lower()}", POD)
+        doc["metadata"]["labels"]["hf-cache.io/mount"] = value
+        docs.append(doc)
     return docs
 
 
@@ -131,7 +135,8 @@ def test_every_container_gets_the_mount_and_env_and_keeps_its_own() -> None:
         assert sidecar["volumeMounts"] == [w["volumeMount"]] and sidecar["env"] == w["env"]
         bare = pod_spec(docs[(kind, f"{kind.lower()}-bare")])
         assert bare["volumes"] == [w["volume"]] and bare["containers"][0]["env"] == w["env"]
-    assert pod_spec(docs[("Job", "not-labelled")]) == POD  # unlabelled: untouched
+    for name in ("not-labelled", "labelled-false", "labelled-true"):
+        assert pod_spec(docs[("Job", name)]) == POD, name  # not opted in: untouched
 
 
 def test_inject_is_idempotent_also_on_the_components_output(tmp_path: Path) -> None:

@@ -129,7 +129,7 @@ def _chosen(doc: dict[str, Any], containers: list[dict[str, Any]], where: str) -
 def inject_doc(doc: dict[str, Any]) -> dict[str, Any]:
     """Wire one manifest in place if it carries the label; anything else passes through unchanged."""
     labels = (doc.get("metadata") or {}).get("labels") or {}
-    if str(labels.get(LABEL)).lower() != "true":
+    if labels.get(LABEL) != "true":  # exactly what the component's labelSelector matches
         return doc
     where = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
     if doc.get("kind") not in POD_SPEC_PATHS:
