@@ -142,9 +142,12 @@ def test_every_container_gets_the_mount_and_env_and_keeps_its_own() -> None:
 def test_inject_is_idempotent_also_on_the_components_output(tmp_path: Path) -> None:
     once = inject(yaml.safe_dump_all(sample())).stdout
     assert inject(once).stdout == once
-    built = kustomize_with_component(tmp_path, sample())
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    built = kustomize_with_component(tmp_path / "first", sample())
     again = [d for d in yaml.safe_load_all(inject(yaml.safe_dump_all(built)).stdout) if d]
     assert again == built
+    assert by_name(kustomize_with_component(tmp_path / "second", built)) == by_name(built)
 
 
 def test_annotation_names_the_containers() -> None:
