@@ -150,6 +150,40 @@ UNIT_TESTS = [
             }
         ],
     },
+    {  # node a: all good; b: mount down; c: last run had a failed repo; d: last run failed as a whole
+        "interval": "1m",
+        "input_series": [
+            *[
+                {"series": f'hfcache_mount_up{{job="hf-cache", node="{n}"}}', "values": v}
+                for n, v in (("a", "1x5"), ("b", "0x5"), ("c", "1x5"), ("d", "1x5"))
+            ],
+            *[
+                {"series": f'hfcache_refresh_failed_repos{{job="hf-cache", node="{n}"}}', "values": v}
+                for n, v in (("a", "0x5"), ("b", "0x5"), ("c", "1x5"), ("d", "0x5"))
+            ],
+            *[
+                {"series": f'hfcache_refresh_last_run_timestamp_seconds{{job="hf-cache", node="{n}"}}', "values": v}
+                for n, v in (("a", "100x5"), ("b", "100x5"), ("c", "100x5"), ("d", "200x5"))
+            ],
+            *[
+                {
+                    "series": f'hfcache_refresh_last_success_timestamp_seconds{{job="hf-cache", node="{n}"}}',
+                    "values": "100x5",
+                }
+                for n in "abcd"
+            ],
+        ],
+        "promql_expr_test": [
+            {
+                "expr": "hfcache:node_serving_published",
+                "eval_time": "3m",
+                "exp_samples": [
+                    {"labels": f'hfcache:node_serving_published{{job="hf-cache", node="{n}"}}', "value": v}
+                    for n, v in (("a", 1), ("b", 0), ("c", 0), ("d", 0))
+                ],
+            }
+        ],
+    },
     {  # no successful refresh ever (0); promtool's clock starts at 0, a real one is decades past 13 h
         "interval": "1m",
         "input_series": [
@@ -202,7 +236,7 @@ def test_promtool_unit_tests_each_alert_fires_on_its_fault_only(tmp_path: Path) 
     )
     result = promtool("test", "rules", tests.name, cwd=rules_file.parent)
     assert result.returncode == 0, result.stdout + result.stderr
-    tested = {t["alertname"] for case in UNIT_TESTS for t in case["alert_rule_test"]}
+    tested = {t["alertname"] for case in UNIT_TESTS for t in case.get("alert_rule_test", [])}
     alerts = {r["alert"] for g in rule_spec()["groups"] for r in g["rules"] if "alert" in r}
     assert tested == alerts  # no alert goes untested
 
