@@ -32,6 +32,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from boto3.s3.transfer import TransferConfig
+
 from benchmarks.common import s3
 from cache.readers.envvars import reader_env
 from tests.support.s3link import S3Link, add_link_args, link_params
@@ -162,11 +164,13 @@ class Bench:
             if out.returncode != 0:
                 raise SystemExit(f"publishing failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
             client = moto.client()
+            # one stream per object: moto answers each ranged GET by slicing the whole object
+            single = TransferConfig(multipart_threshold=1 << 40)
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
                 for obj in page.get("Contents", []):
                     dest = self.root / self.bucket / obj["Key"]
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    client.download_file(bucket, obj["Key"], str(dest))
+                    client.download_file(bucket, obj["Key"], str(dest), Config=single)
         shutil.rmtree(src)
 
     def serve(self, server: S3Server, link: S3Link | None) -> None:

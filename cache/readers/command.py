@@ -55,21 +55,40 @@ def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | 
 @click.argument("repos", nargs=-1)
 @click.option("--models", type=click.Path(dir_okay=False), default=None, help="Warm every entry of a models file.")
 @mountpoint_opt
-@click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=16,
+    show_default=True,
+    help="Read streams in flight in all (each large file is read as several segments at once).",
+)
 def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: int) -> None:
-    """Read every file of the given snapshots through the mount so this node's cache holds them."""
+    """Read every file of the given snapshots through the mount, verified, so this node's cache holds them."""
+    from cache.errors import MountError
+    from cache.readers.doctor import check_mount
     from cache.readers.warm import resolve_snapshot
     from cache.readers.warm import warm as warm_files
 
+    specs = _specs(repos, models)
+    mount = check_mount(Path(mountpoint))[0]
+    if not mount.ok:
+        raise MountError(f"not mounted: {mount.detail}")
     hub = Path(mount_hub_dir(mountpoint))
-    resolved = [resolve_snapshot(hub, rid, rev, rtype) for rid, rev, rtype in _specs(repos, models)]
+    resolved = [resolve_snapshot(hub, rid, rev, rtype) for rid, rev, rtype in specs]
     missing = [r for r in resolved if r.snapshot is None]
-    found = [r.snapshot for r in resolved if r.snapshot is not None]
+    found = [(r.snapshot, r.manifest) for r in resolved if r.snapshot is not None]
+    problems = []
     with Progress("warm") as progress:
-        files, nbytes = warm_files(found, workers=workers, progress=progress)
+        try:
+            files, nbytes = warm_files(found, workers=workers, progress=progress)  # type: ignore[arg-type]
+        except HfCacheError as exc:
+            files, nbytes = progress.files, progress.bytes
+            problems.append(str(exc))
     click.echo(f"warmed {len(found)} snapshots: {files} files, {human_bytes(nbytes)} at {human_bytes(progress.rate)}/s")
     if missing:
-        raise HfCacheError("not found: " + "; ".join(r.problem or r.spec for r in missing))
+        problems.append("not found: " + "; ".join(r.problem or r.spec for r in missing))
+    if problems:
+        raise HfCacheError("; ".join(problems))
 
 
 @click.command()

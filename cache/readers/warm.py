@@ -1,20 +1,30 @@
-"""Pre-load snapshots into the node's cache by reading every file once through the mount.
+"""Pre-load snapshots into the node's cache by reading every file once through the mount, verified.
 
-The node cache is filled by reads, so warming is reading: in parallel, in large blocks, discarding the data. After
-it, a job's ``from_pretrained`` is served from node-local disk.
+The node cache is filled by reads, so warming is reading. Over a link like S3's one reader gets one connection's
+worth (about 90 MB/s), so each file is read as several large contiguous segments at once (cache/transfer.py):
+rclone starts one download stream per read position, and the streams fill the same cache file. While they run,
+the file is hashed in order from what is already cached and checked against the sha256 in the snapshot's
+manifest, so a corrupt object is reported, not silently served to every job.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.layout import SHA_RE, repo_folder_name
+from cache.errors import HfCacheError, IntegrityError
+from cache.layout import META_DIR, SHA_RE, repo_folder_name
+from cache.mount.rclone import READ_CHUNK
 from cache.progress import Progress
+from cache.transfer import MiB, aligned_segment, fetch, plan_segments
 
-BLOCK = 16 * 1024 * 1024
+# Smaller segments mean more streams for small files but more abandoned read-ahead (~6-9 MB per segment end):
+# 48 MiB split a 100 MB shard in two (2 streams), at ~10% extra S3 bytes; a 2 GB file gets 112 MiB segments.
+MIN_SEGMENT = 48 * MiB
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,7 @@ class Resolved:
     spec: str
     snapshot: Path | None
     problem: str | None = None
+    manifest: Path | None = None
 
 
 def resolve_snapshot(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str = "model") -> Resolved:
@@ -46,35 +57,122 @@ def resolve_snapshot(hub_dir: Path, repo_id: str, revision: str | None, repo_typ
     snap = repo_dir / "snapshots" / sha
     if not snap.is_dir():
         return Resolved(spec, None, f"{spec} points at {sha[:12]}, whose snapshot folder is missing")
-    return Resolved(spec, snap)
+    manifest = hub_dir.parent / META_DIR / "manifests" / repo_dir.name / f"{sha}.json"
+    return Resolved(spec, snap, manifest=manifest)
 
 
 def snapshot_files(snapshot: Path) -> list[Path]:
     return sorted(p for p in snapshot.rglob("*") if p.is_file())
 
 
-def read_file(path: Path) -> int:
-    total = 0
-    fd = os.open(path, os.O_RDONLY)
+@dataclass(frozen=True)
+class WarmFile:
+    path: Path
+    name: str  # repo path, for messages
+    size: int
+    sha256: str | None
+
+
+def expected_files(snapshot: Path, manifest: Path | None) -> tuple[list[WarmFile], list[str]]:
+    """The snapshot's files with the sha256 each must have, and the problems found (no manifest, size mismatch)."""
+    checksums: dict[str, tuple[int, str]] = {}
+    problems: list[str] = []
     try:
-        while chunk := os.read(fd, BLOCK):
-            total += len(chunk)
-    finally:
-        os.close(fd)
-    return total
+        data = json.loads(manifest.read_text()) if manifest else None
+        checksums = {f["path"]: (int(f["size"]), str(f["sha256"])) for f in data["files"]} if data else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        problems.append(
+            f"{snapshot.parent.parent.name}@{snapshot.name[:12]}: no readable manifest ({manifest}); its files were "
+            "warmed but not verified - publish it again with hf-cache refresh"
+        )
+    files = []
+    for path in snapshot_files(snapshot):
+        rel = path.relative_to(snapshot).as_posix()
+        size = path.stat().st_size
+        want = checksums.get(rel)
+        if checksums and want is None:
+            problems.append(f"{rel}: not in the snapshot's manifest; it was warmed but not verified")
+        elif want is not None and want[0] != size:
+            problems.append(f"{rel}: {size} bytes on the mount, {want[0]} in the manifest - run hf-cache verify")
+            continue
+        files.append(WarmFile(path, rel, size, want[1] if want else None))
+    return files, problems
 
 
-def warm(snapshots: list[Path], workers: int = 8, progress: Progress | None = None) -> tuple[int, int]:
-    """Read every file of ``snapshots``; returns (files, bytes)."""
-    files = [f for s in snapshots for f in snapshot_files(s)]
-    progress = progress or Progress("warm", tty=False)
-    progress.add_total(sum(f.stat().st_size for f in files), len(files))
+class _Streams:
+    """A budget of concurrent read streams shared by all files being warmed."""
 
-    def one(path: Path) -> int:
-        n = read_file(path)
-        progress.advance(n, 1)
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self.cond = threading.Condition()
+
+    def acquire(self, n: int) -> int:
+        n = min(n, self.total)
+        with self.cond:
+            while self.free < n:
+                self.cond.wait()
+            self.free -= n
         return n
 
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="warm") as pool:
-        total = sum(pool.map(one, files))
+    def release(self, n: int) -> None:
+        with self.cond:
+            self.free += n
+            self.cond.notify_all()
+
+
+def warm_file(f: WarmFile, streams: int, segment: int, progress: Progress) -> None:
+    """Read ``f`` as ``streams`` segments at once through the mount and check its sha256 (IntegrityError if not)."""
+    fd = os.open(f.path, os.O_RDONLY)
+    vfd = os.open(f.path, os.O_RDONLY)
+    try:
+        fetch(
+            f.name,
+            f.size,
+            lambda off, buf: os.preadv(fd, [buf], off),
+            verify_read_into=lambda off, buf: os.preadv(vfd, [buf], off),
+            sha256=f.sha256,
+            streams=streams,
+            segment=segment,
+            progress=lambda n: progress.advance(n),
+        )
+    finally:
+        os.close(fd)
+        os.close(vfd)
+    progress.advance(0, 1)
+
+
+def warm(
+    snapshots: list[Path] | list[tuple[Path, Path | None]], workers: int = 16, progress: Progress | None = None
+) -> tuple[int, int]:
+    """Read and verify every file of ``snapshots`` (paths, or (path, manifest) pairs) with ``workers`` streams in
+    flight in all; returns (files, bytes). Raises HfCacheError listing every file that failed verification."""
+    files: list[WarmFile] = []
+    problems: list[str] = []
+    for item in snapshots:
+        snap, manifest = item if isinstance(item, tuple) else (item, None)
+        found, issues = expected_files(snap, manifest)
+        files += found
+        problems += issues if isinstance(item, tuple) else []
+    progress = progress or Progress("warm", tty=False)
+    total = sum(f.size for f in files)
+    progress.add_total(total, len(files))
+    segment = aligned_segment(total, workers, READ_CHUNK, MIN_SEGMENT)
+    budget = _Streams(max(1, workers))
+
+    def one(f: WarmFile) -> str | None:
+        n = budget.acquire(max(1, len(plan_segments(f.size, segment))))
+        try:
+            warm_file(f, n, segment, progress)
+            return None
+        except (IntegrityError, OSError) as exc:
+            return str(exc)
+        finally:
+            budget.release(n)
+
+    files.sort(key=lambda f: -f.size)  # big files first: the small ones fill the gaps at the end
+    with ThreadPoolExecutor(max(1, min(workers, len(files))), thread_name_prefix="warm") as pool:
+        problems += [p for p in pool.map(one, files) if p]
+    if problems:
+        raise HfCacheError("warm found problems: " + "; ".join(problems))
     return len(files), total

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 CHUNK = 256 * 1024
+SEND_BUFFER = 256 * 1024  # the kernel doubles it
 MAX_HEADER = 64 * 1024
 
 
@@ -170,6 +171,9 @@ class S3Link:
             self._track(upstream)
             for s in (client, upstream):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # bytes_down counts what enters the client's socket: keep our side's send queue small (as on a real
+            # path, where it is about one bandwidth-delay product), so bytes the client never reads are not counted
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             down = threading.Thread(target=self._pump_down, args=(upstream, client), name="s3link-down", daemon=True)
             down.start()
             reader = client.makefile("rb", buffering=CHUNK)

@@ -1,0 +1,169 @@
+"""Fetch one file with many reads in flight, verified against its sha256.
+
+Over a link like S3's (about 90 MB/s and tens of milliseconds per connection), one sequential reader gets one
+connection's worth; fast clients keep many ranged reads in flight. This fetcher cuts a file into large contiguous
+segments, reads ``streams`` of them at once from a positional source (a file on the mount, ranged GETs), hands the
+bytes to an optional sink (a destination file), and meanwhile hashes the file in order from a verify source (the
+destination, or the mount once a region is cached), following each segment's progress.
+
+Why contiguous segments and not many small parts: each new read position costs the source a new stream (a new
+rclone downloader, a new GET), and abandoning a stream wastes what was in flight on it - measured through the mount
+over the S3-like link, 16-32 MiB parts fetched 1.45-1.96x the file; 112 MiB segments ending where rclone's own
+requests end (``aligned_segment``) fetched 1.05x.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cache.errors import IntegrityError
+
+MiB = 1024 * 1024
+
+ReadInto = Callable[[int, memoryview], int]  # (offset, buffer) -> bytes read; 0 only at end of file
+WriteAt = Callable[[int, memoryview], None]
+
+
+@dataclass(frozen=True)
+class Segment:
+    offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+def aligned_segment(total: int, streams: int, first_chunk: int, floor: int) -> int:
+    """The segment size that ends each segment where the source's own request ends.
+
+    rclone's downloader fetches from any offset in requests of ``first_chunk``, doubling (16, 32, 64 MiB...), so
+    it has requested exactly ``first_chunk * (2**k - 1)`` bytes at those points. A segment of that size ends with
+    a request, not inside one: stopping there abandons only what was read ahead (measured: ~6 MB per segment vs
+    ~13-23 MB for other sizes). Picks the largest such size that still gives every stream a segment of ``total``,
+    but not below ``floor`` (over-fetch ~6-9 MB per segment boundary).
+    """
+    sizes = [first_chunk * (2**k - 1) for k in range(1, 16)]
+    fitting = [s for s in sizes if s >= floor and s * streams <= max(total, 1)]
+    return max(fitting) if fitting else min(s for s in sizes if s >= floor)
+
+
+def plan_segments(size: int, segment: int) -> list[Segment]:
+    """Contiguous segments of ``segment`` bytes covering ``[0, size)``, in order. A remainder under half a segment
+    joins the last one: a segment that ends at end of file abandons nothing, so it may be longer for free."""
+    if segment <= 0:
+        raise ValueError("segment size must be positive")
+    starts = list(range(0, size, segment))
+    if len(starts) > 1 and size - starts[-1] < segment // 2:
+        starts.pop()
+    return [Segment(off, (starts[i + 1] if i + 1 < len(starts) else size) - off) for i, off in enumerate(starts)]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    size: int
+    sha256: str
+
+
+class _Progress:
+    """How far each segment has been read from its start; the hasher waits on it."""
+
+    def __init__(self, segments: list[Segment]) -> None:
+        self.cond = threading.Condition()
+        self.done = [s.offset for s in segments]
+        self.failed: BaseException | None = None
+
+    def advance(self, i: int, upto: int) -> None:
+        with self.cond:
+            self.done[i] = upto
+            self.cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.cond:
+            self.failed = self.failed or exc
+            self.cond.notify_all()
+
+    def wait(self, i: int, upto: int) -> int:
+        """Block until segment ``i`` is read past ``upto`` (or finished); returns how far it is."""
+        with self.cond:
+            while self.done[i] <= upto:
+                if self.failed is not None:
+                    raise self.failed
+                self.cond.wait()
+            return self.done[i]
+
+
+def fetch(
+    name: str,
+    size: int,
+    read_into: ReadInto,
+    *,
+    verify_read_into: ReadInto | None = None,
+    sink: WriteAt | None = None,
+    sha256: str | None = None,
+    streams: int = 16,
+    segment: int = 112 * MiB,
+    block: int = 4 * MiB,
+    progress: Callable[[int], None] | None = None,
+) -> Fetched:
+    """Read ``size`` bytes of ``name`` in segments, ``streams`` of them in flight; verify ``sha256`` if given.
+
+    ``verify_read_into`` re-reads finished regions for hashing (the sink's file, or the now-cached source); without
+    it the source is re-read. Raises IntegrityError naming the file when bytes are short or the sha256 differs.
+    """
+    segments = plan_segments(size, segment)
+    state = _Progress(segments)
+    verify = verify_read_into or read_into
+
+    def short(at: int) -> IntegrityError:
+        return IntegrityError(
+            f"{name}: ended at byte {at}, expected {size} bytes; the object is truncated - run hf-cache verify"
+        )
+
+    def one(i: int, seg: Segment) -> None:
+        try:
+            buf = memoryview(bytearray(min(block, seg.size)))
+            pos = seg.offset
+            while pos < seg.end:
+                n = read_into(pos, buf[: min(len(buf), seg.end - pos)])
+                if n <= 0:
+                    raise short(pos)
+                if sink is not None:
+                    sink(pos, buf[:n])
+                pos += n
+                state.advance(i, pos)
+        except BaseException as exc:
+            state.fail(exc)
+
+    digest = hashlib.sha256()
+    hbuf = memoryview(bytearray(min(block, max(size, 1))))
+    with ThreadPoolExecutor(max(1, min(streams, len(segments))), thread_name_prefix="fetch") as pool:
+        for i, seg in enumerate(segments):
+            pool.submit(one, i, seg)
+        try:
+            for i, seg in enumerate(segments):
+                pos = seg.offset
+                while pos < seg.end:
+                    ready = state.wait(i, pos)
+                    while pos < ready:
+                        n = verify(pos, hbuf[: min(len(hbuf), ready - pos)])
+                        if n <= 0:
+                            raise short(pos)
+                        digest.update(hbuf[:n])  # hashlib drops the GIL for large buffers
+                        pos += n
+                        if progress is not None:
+                            progress(n)
+        except BaseException as exc:
+            state.fail(exc)
+            raise
+    got = digest.hexdigest()
+    if sha256 is not None and got != sha256:
+        raise IntegrityError(
+            f"{name}: sha256 {got[:16]}... does not match the published {sha256[:16]}...; the object in S3 is "
+            "corrupt - run hf-cache verify, then hf-cache refresh to publish it again"
+        )
+    return Fetched(size, got)
