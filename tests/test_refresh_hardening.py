@@ -303,10 +303,18 @@ def test_copy_above_the_multipart_threshold_keeps_metadata_and_checksum(
         assert first.returncode == 0, first.stderr
         client = s3_server.client()
         (small_repo / "config.json").write_text('{"model_type": "gpt2", "n_layer": 4}\n')
+        # S3 refuses one part of the multipart copy: that repo fails, and the copy's upload is aborted, not left.
+        with FaultProxy(s3_server.endpoint, [Refuse("PUT", ("model.safetensors?", "partNumber=2"), 403)]) as proxy:
+            penv = {**env, "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_ENDPOINT_URL_S3": proxy.endpoint}
+            refused = run_refresh(models, bucket, penv, timeout=300)
+        assert proxy.refused and refused.returncode == 1, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
         second = run_refresh(models, bucket, env, timeout=300)
         assert second.returncode == 0, second.stderr
         st = status(client, bucket)["repos"][0]
-        assert st["files_copied"] == 3 and st["bytes_copied"] >= size
+        # The big file is copied; the small ones landed in the refused run and are left (resumed, not re-sent).
+        assert st["files_uploaded"] == 0 and st["bytes_copied"] >= size
         key = f"p/hub/models--team--big/snapshots/{st['sha']}/model.safetensors"
         head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         sha256 = hashlib.sha256()

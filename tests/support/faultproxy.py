@@ -17,11 +17,12 @@ from urllib.parse import unquote, urlsplit
 @dataclass(frozen=True)
 class Refuse:
     method: str  # "PUT", "POST", ... or "*"
-    path_contains: str
+    path_contains: str | tuple[str, ...]  # every one of these must be in the request path (query included)
     status: int = 403
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method in ("*", method)) and self.path_contains in unquote(path)
+        wanted = (self.path_contains,) if isinstance(self.path_contains, str) else self.path_contains
+        return self.method in ("*", method) and all(w in unquote(path) for w in wanted)
 
 
 _CODES = {403: "AccessDenied", 500: "InternalError", 503: "SlowDown"}
