@@ -468,6 +468,11 @@ class Publisher:
         head = t.head(key)
         if head is None or head.size != size or head.meta.get("sha256") != sha256:
             raise StorageError(f"{entry.display}: {file.path} did not land intact in S3 (size/metadata mismatch)")
+        if head.checksum is None:
+            raise StorageError(
+                f"{entry.display}: the S3 endpoint kept no SHA-256 checksum for {file.path}; refresh needs S3's"
+                " additional checksums (ChecksumAlgorithm=SHA256: AWS S3, MinIO, moto) to vouch for published bytes"
+            )
         if not same_checksum(head.checksum, digest.s3_checksum):
             # S3 hashed what it received: the bytes uploaded are not the bytes hashed (a local file rewritten
             # during the run, or bytes changed on the way).
