@@ -85,6 +85,27 @@ def test_decide_leaves_copies_or_fetches_only_on_what_s3_vouches_for() -> None:
     assert decide(RepoFile("c.json", 1, None, "other"), good, None).action is Action.FETCH
 
 
+def test_redaction_strips_url_userinfo_and_endpoint_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cache.logs import redact, redact_url
+
+    assert redact_url("http://user:pa55@mirror:8080/api?x=1") == "http://mirror:8080/api?x=1"
+    assert redact_url("https://huggingface.co/org/x@main") == "https://huggingface.co/org/x@main"
+    monkeypatch.setenv("HF_ENDPOINT", "http://me:s3cr%40t@mirror")
+    said = redact("GET http://me:s3cr%40t@mirror/x failed; password s3cr@t; Authorization: Basic bWU6czNjcg==")
+    assert "s3cr" not in said and "bWU6" not in said and "http://mirror/x" in said
+
+
+def test_only_uploads_begun_before_this_run_are_stale() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cache.refresh.uploads import stale_uploads
+
+    now = datetime.now(UTC)
+    old = {"Key": "a", "Initiated": now - timedelta(hours=1)}
+    new = {"Key": "b", "Initiated": now + timedelta(seconds=1)}
+    assert stale_uploads([old, new], now) == [old]
+
+
 def test_part_size_matches_s3_limits() -> None:
     assert part_size_for(300 * MiB) == PART_SIZE
     assert -(-(1024 * 1024 * MiB) // part_size_for(1024 * 1024 * MiB)) <= 10_000  # 1 TiB still fits 10,000 parts
@@ -98,11 +119,12 @@ def test_local_source_publishes_only_regular_files_inside_the_folder(
     secret.parent.mkdir()
     secret.write_text("root-only secret 7d1f3a\n")
     cases: dict[str, Path] = {}
-    for name in ("link_out", "fifo", "devzero", "link_in", "badname"):
+    for name in ("link_out", "dir_link", "fifo", "devzero", "link_in", "badname"):
         d = tmp_path / name
         shutil.copytree(small_repo, d)
         cases[name] = d
     (cases["link_out"] / "leak.txt").symlink_to(secret)
+    (cases["dir_link"] / "outside").symlink_to(secret.parent, target_is_directory=True)
     os.mkfifo(cases["fifo"] / "pipe")
     (cases["devzero"] / "zero.bin").symlink_to("/dev/zero")
     (cases["link_in"] / "alias.json").symlink_to(cases["link_in"] / "config.json")
@@ -121,6 +143,8 @@ def test_local_source_publishes_only_regular_files_inside_the_folder(
     st = {r["repo"]: r for r in status(client, bucket)["repos"]}
     assert st["team/link-out"]["state"] == "failed"
     assert f"{cases['link_out'] / 'leak.txt'} is a link to {secret}, outside the source folder" in out
+    assert st["team/dir-link"]["state"] == "failed"
+    assert f"{cases['dir_link'] / 'outside'} is a link to {secret.parent}, outside the source folder" in out
     assert st["team/fifo"]["state"] == "failed" and f"{cases['fifo'] / 'pipe'} is a FIFO" in out
     assert st["team/devzero"]["state"] == "failed" and "zero.bin is a link to /dev/zero, outside" in out
     assert st["team/badname"]["state"] == "failed" and "is not UTF-8; rename it" in out
