@@ -155,6 +155,7 @@ def test_moved_ref_is_visible_to_new_opens_within_the_freshness_bound(
     assert ref.read_bytes() == SHA1.encode()
     time.sleep(1.1)  # S3 LastModified has 1 s resolution: make the new version's modtime differ
     s3_server.client().put_object(Bucket=bucket, Key=f"p/{ROOT}/refs/main", Body=SHA2.encode())  # same size
+    s3_server.client().put_object(Bucket=bucket, Key="p/hf-cache/status.json", Body=b'{"ended": "moved"}')  # run end
     moved = time.monotonic()
     wait_for(lambda: ref.read_bytes() == SHA2.encode(), timeout=10, step=0.25)
     assert time.monotonic() - moved <= 2 + 1 + 2  # dir cache + attr timeout + slack

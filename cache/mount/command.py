@@ -67,7 +67,16 @@ from cache.mount.config import MountConfig, parse_seconds, parse_size
     envvar="HFCACHE_FRESHNESS",
     default="30s",
     show_default=True,
-    help="Upper bound on how long a ref moved by refresh may look old to new opens.",
+    help="How often the mount re-lists what refresh changes: a moved ref reaches new opens within this (+1 s) "
+    "of the refresh's end.",
+)
+@click.option(
+    "--io-timeout",
+    envvar="HFCACHE_IO_TIMEOUT",
+    default="1m",
+    show_default=True,
+    help="About how long a read of uncached data waits for S3 before it fails with an I/O error (outage). "
+    "Cached data never waits for S3. [env: HFCACHE_IO_TIMEOUT]",
 )
 @click.option(
     "--cache-poll",
@@ -102,6 +111,7 @@ def mount(
     health_addr: str,
     rc_port: int,
     freshness: str,
+    io_timeout: str,
     cache_poll: str,
     backend: str,
     rclone_extra: tuple[str, ...],
@@ -121,6 +131,7 @@ def mount(
         health_port=health_port,
         rc_port=rc_port,
         freshness=parse_seconds(freshness, "--freshness"),
+        io_timeout=parse_seconds(io_timeout, "--io-timeout"),
         cache_poll=parse_seconds(cache_poll, "--cache-poll"),
         backend=backend,
         extra_args=split_rclone_args(rclone_extra, os.environ.get("HFCACHE_RCLONE_ARGS")),

@@ -59,6 +59,7 @@ class MountConfig:
     health_port: int = 9090
     rc_port: int = 5572
     freshness: float = 30.0  # seconds: bound on how long a moved ref may look stale to new opens
+    io_timeout: float = 60.0  # seconds: about when an uncached read fails (EIO) while S3 does not answer
     cache_poll: float = 10.0  # seconds between LRU evictions (measured: 1 m let usage overshoot 1.5x)
     backend: str = "mount2"
     extra_args: tuple[str, ...] = field(default=())

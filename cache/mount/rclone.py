@@ -50,13 +50,26 @@ def _secs(value: float) -> str:
     return f"{int(value * 1000)}ms"
 
 
+def io_step(cfg: MountConfig) -> float:
+    """rclone's per-request timeouts for an --io-timeout bound (measured: 12 failed downloads of 2 timeouts each)."""
+    return max(0.5, cfg.io_timeout / 24)
+
+
 def rclone_args(cfg: MountConfig) -> list[str]:
     """Flags, each for a reason:
 
     - read-only: refresh is the only writer; a job writing into the cache would corrupt it for every pod.
     - vfs-cache-mode full + cache-dir + max-size + poll: the LRU node cache; poll 10 s keeps overshoot short.
-    - dir-cache-time / attr-timeout: the freshness bound for moved refs (a ref is always 40 bytes, so only its
-      modtime - the server's LastModified with --use-server-modtime - tells a new version apart).
+    - dir-cache-time 8760h: listings never expire by themselves, so no open waits on S3 for a folder it has seen
+      (cached bytes stay readable during an outage); the supervisor re-lists what can change every --freshness
+      (rc vfs/refresh, see refresher.py). attr-timeout 1 s: the kernel sees a re-listed ref within a second.
+      A ref is always 40 bytes, so only its modtime - the server's LastModified with --use-server-modtime - tells
+      a new version apart.
+    - timeout / contimeout = --io-timeout / 24, low-level-retries 1: rclone's VFS gives up on a read after 10-12
+      failed downloads, each up to two timeouts against a black-holed S3; so an uncached read fails with EIO within
+      about --io-timeout instead of hanging for the outage (rclone's defaults: over 5 minutes).
+    - allow-non-empty: a stray file in the unmounted mountpoint must not keep the cache down (it is hidden, counted
+      in hfcache_mountpoint_stray_entries and logged by the supervisor).
     - buffer-size 4M, vfs-read-ahead 0: bounded memory per open file (loaders open ~150 shards at once);
       the on-disk cache does the read-ahead (vfs-read-chunk-size 16M, the best chunk size measured).
     - rc on 127.0.0.1 only: vfs/stats and core/stats feed /metrics.
@@ -78,9 +91,18 @@ def rclone_args(cfg: MountConfig) -> list[str]:
         "--vfs-cache-poll-interval",
         _secs(cfg.cache_poll),
         "--dir-cache-time",
-        _secs(cfg.freshness),
+        "8760h",
         "--attr-timeout",
         _secs(min(1.0, cfg.freshness)),
+        "--timeout",
+        _secs(io_step(cfg)),
+        "--contimeout",
+        _secs(io_step(cfg)),
+        "--low-level-retries",
+        "1",
+        "--retries",
+        "1",
+        "--allow-non-empty",
         "--poll-interval",
         "0",
         "--use-server-modtime",

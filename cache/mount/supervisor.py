@@ -18,10 +18,11 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from cache import layout
 from cache.errors import MountError
 from cache.logs import redact
 from cache.mount import fusemount
@@ -40,6 +41,7 @@ from cache.mount.freshness import parse_status
 from cache.mount.health import start_health_server
 from cache.mount.metrics import MountMetrics
 from cache.mount.rclone import rclone_args, rclone_binary, rclone_env
+from cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
 from cache.s3 import check_endpoint, make_client
 
 log = logging.getLogger("hf_cache.mount")
@@ -52,8 +54,8 @@ HEARTBEAT_STALE = 30.0
 PROBE_TIMEOUT = 2.0  # one wait for a stat of the mount root (rclone answers it from memory, not from S3)
 HUNG_AFTER = 10.0  # a stat unanswered this long: rclone is hung, and is killed and replaced
 STOP_GRACE = 4.0  # SIGTERM -> SIGKILL for rclone; with the unmount, stop stays well under 10 s
-READ_PROBE_EVERY = 15.0
 READ_PROBE_TIMEOUT = 10.0
+RELIST_TIMEOUT = 120.0  # rc vfs/refresh returns after rclone's own (bounded) S3 retries
 STALE_ERRNOS = (errno.ENOTCONN, errno.EIO, errno.ECONNABORTED)
 
 
@@ -102,8 +104,10 @@ class Supervisor:
         self._liveness = BoundedWorker("mount-probe")
         self._reader = BoundedWorker("read-probe")
         self._stats = BoundedWorker("rclone-stats")
+        self._s3 = BoundedWorker("status-get")
         self._last_success: float | None = None
         self._locks: list[IO[str]] = []
+        self._relist_failing = False
 
     # -- probes (state only: the HTTP handlers call these) -----------------------------------------------------
     def ready(self) -> bool:
@@ -135,9 +139,46 @@ class Supervisor:
             return "stale"
         return "slow"
 
-    def _read_probe_loop(self) -> None:
-        """Every READ_PROBE_EVERY: read status.json through the mount (bounded), time it, publish its freshness."""
+    def _relist(self, dirs: list[str]) -> bool:
+        """rc vfs/refresh of ``dirs``; on failure rclone keeps the last listing, and we say so once per outage."""
+        if not dirs:
+            return True
+        try:
+            bad = failed(vfs_refresh(self.cfg.rc_port, dirs, RELIST_TIMEOUT))
+        except (OSError, ValueError) as exc:
+            bad = {"(rc)": str(exc)}
+        if bad and not self._relist_failing:
+            first = next(iter(bad.items()))
+            log.warning("cannot re-list %s from S3 (serving the last known listing): %s", first[0] or "/", first[1])
+        elif not bad and self._relist_failing:
+            log.info("re-listing from S3 works again")
+        self._relist_failing = bool(bad)
+        return not bad
+
+    def _get_status(self, client: Any, etag: str | None) -> tuple[str | None, bytes | None]:
+        """(etag, body) of status.json from S3; body None when unchanged since ``etag`` or not published."""
+        key = layout.status_key(self.cfg.prefix.strip("/"))
+        try:
+            resp = client.get_object(Bucket=self.cfg.bucket, Key=key, **({"IfNoneMatch": etag} if etag else {}))
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("304", "NotModified"):
+                return etag, None
+            if code in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        return resp.get("ETag"), resp["Body"].read()
+
+    def _freshness_loop(self) -> None:
+        """Every --freshness: GET status.json from S3 (1 request; 304 when unchanged). When a refresh has published
+        something new, re-list the folders it changes (refresher.py). When S3 does not answer, nothing is re-listed:
+        a failed re-list would drop rclone's listing, and with it the reads of cached files. Also times a bounded
+        read of status.json through the mount (the read probe)."""
+        client = make_client(self.cfg.endpoint_url, self.cfg.region, max_attempts=1)
         status = self.cfg.mountpoint / "hf-cache" / "status.json"
+        hub = self.cfg.mountpoint / "hub"
+        etag: str | None = None
+        s3_failing = False
 
         def read() -> bytes | None:
             try:
@@ -146,28 +187,51 @@ class Supervisor:
                 os.listdir(self.cfg.mountpoint)  # nothing published yet: time a listing instead
                 return None
 
-        while not self.stop_event.wait(READ_PROBE_EVERY if self._ready else 1.0):
+        def repos() -> list[str]:
+            try:
+                return os.listdir(hub)
+            except FileNotFoundError:
+                return []
+
+        while not self.stop_event.wait(self.cfg.freshness if self._ready else 1.0):
             if not self._ready:
                 continue
-            outcome = self._reader.run(read, READ_PROBE_TIMEOUT)
-            self.metrics.read_probe.set(outcome.seconds)
-            if not outcome.ok:
-                log.warning(
-                    "probe read of %s failed after %.1fs: %s", status, outcome.seconds, outcome.error or "timeout"
-                )
-                continue
-            if outcome.value is None:
-                continue
-            try:
-                fresh = parse_status(outcome.value, self._last_success)
-            except ValueError as exc:
-                log.warning("%s is not valid: %s", status, exc)
-                continue
-            self._last_success = fresh.last_success
-            if fresh.last_run is not None:
-                self.metrics.last_run.set(fresh.last_run)
-            self.metrics.last_success.set(fresh.last_success or 0)
-            self.metrics.failed_repos.set(fresh.failed_repos)
+            got = self._s3.run(lambda tag=etag: self._get_status(client, tag), READ_PROBE_TIMEOUT)
+            if not got.ok:
+                self.metrics.s3_errors.inc()
+                if not s3_failing:
+                    log.warning(
+                        "S3 does not answer (%s): serving the last known listings and the node cache",
+                        redact(str(got.error or f"no answer in {READ_PROBE_TIMEOUT:.0f}s")),
+                    )
+                s3_failing = True
+            else:
+                if s3_failing:
+                    log.info("S3 answers again")
+                s3_failing = False
+                new_etag, body = got.value
+                if body is not None:
+                    self._publish_freshness(body)
+                    if all(self._relist(dirs) for dirs in top_level()):
+                        listed = self._reader.run(repos, READ_PROBE_TIMEOUT)
+                        if listed.ok and self._relist(repo_folders(listed.value)):
+                            etag = new_etag  # done: until status.json changes, nothing to re-list
+            probe = self._reader.run(read, READ_PROBE_TIMEOUT)
+            self.metrics.read_probe.set(probe.seconds)
+            if not probe.ok:
+                log.warning("probe read of %s failed after %.1fs: %s", status, probe.seconds, probe.error or "timeout")
+
+    def _publish_freshness(self, raw: bytes) -> None:
+        try:
+            fresh = parse_status(raw, self._last_success)
+        except ValueError as exc:
+            log.warning("hf-cache/status.json is not valid: %s", exc)
+            return
+        self._last_success = fresh.last_success
+        if fresh.last_run is not None:
+            self.metrics.last_run.set(fresh.last_run)
+        self.metrics.last_success.set(fresh.last_success or 0)
+        self.metrics.failed_repos.set(fresh.failed_repos)
 
     def _count_strays(self) -> None:
         """Entries in the unmounted mountpoint folder: rclone mounts over them (--allow-non-empty), and the
@@ -330,7 +394,7 @@ class Supervisor:
         try:
             preflight(cfg)
             self.prepare()
-            threading.Thread(target=self._read_probe_loop, name="read-probe-loop", daemon=True).start()
+            threading.Thread(target=self._freshness_loop, name="freshness", daemon=True).start()
             self._loop()
         finally:
             log.info("stopping: unmounting %s", cfg.mountpoint)

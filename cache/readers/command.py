@@ -99,16 +99,22 @@ def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: i
 )
 def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float) -> None:
     """Check this pod or node can read models from the mount; one line per check, the fix for each failure."""
-    from cache.readers.doctor import check_env, check_fresh, check_mount, check_repo
+    from cache.readers.doctor import Check, check_env, check_fresh, check_mount, check_repo
 
     mp = Path(mountpoint)
-    checks = [check_env(mountpoint, dict(os.environ)), *check_mount(mp)]
+    checks: list[Check] = []
+
+    def report(*found: Check) -> None:
+        """One line as each check ends: a slow check never hides the ones before it."""
+        for c in found:
+            checks.append(c)
+            click.echo(c.line())
+
+    report(check_env(mountpoint, dict(os.environ)), *check_mount(mp))
     if all(c.ok for c in checks if c.name == "mount"):
-        checks.append(check_fresh(mp, max_age_hours))
+        report(check_fresh(mp, max_age_hours))
         for rid, rev, rtype in _specs(repos, None) if repos else []:
-            checks.append(check_repo(Path(mount_hub_dir(mountpoint)), rid, rev, rtype))
-    for c in checks:
-        click.echo(c.line())
+            report(check_repo(Path(mount_hub_dir(mountpoint)), rid, rev, rtype))
     failed = [c for c in checks if not c.ok]
     if failed:
         raise HfCacheError(f"{len(failed)} of {len(checks)} checks failed")

@@ -1,18 +1,23 @@
 """``hf-cache doctor``: check, one line each, everything a job pod needs to read models from the mount.
 
 Each failed check says the cause and the fix in one sentence, so the person reading a pod's log knows what to do.
+Every check that touches the mount is bounded (a hung mount or an unreachable S3 is a failed check, not a hang),
+and no OS error escapes as a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cache.mount import fusemount
+from cache.mount.bounded import BoundedWorker, Outcome
 from cache.readers.envvars import reader_env
 from cache.readers.warm import resolve_snapshot
 
@@ -36,26 +41,42 @@ def check_env(mountpoint: str, env: dict[str, str]) -> Check:
     return Check("environment", True, f"HF_HOME={wanted['HF_HOME']}, offline")
 
 
+PROBE_TIMEOUT = 10.0  # seconds any one check may wait on the mount
+_worker: BoundedWorker | None = None
+
+
+def _on_mount(fn: Callable[[], Any], timeout: float = PROBE_TIMEOUT) -> Outcome:
+    """Every call that touches the mount, bounded: a hung mount makes each check fail fast instead of hanging
+    doctor (one worker thread: once a call hangs, later checks do not queue behind it)."""
+    global _worker
+    if _worker is None:
+        _worker = BoundedWorker("doctor")
+    return _worker.run(fn, timeout)
+
+
+def _no_answer(mountpoint: Path, outcome: Outcome) -> str:
+    if outcome.timed_out:
+        return (
+            f"{mountpoint} did not answer within {PROBE_TIMEOUT:.0f}s: the mount is hung or S3 is unreachable; the "
+            "DaemonSet replaces a hung mount - if it persists, check `kubectl -n hf-cache logs ds/hf-cache-mount`"
+        )
+    return f"{mountpoint}: {outcome.error}"
+
+
 def check_mount(mountpoint: Path) -> list[Check]:
-    if not mountpoint.is_dir() and fusemount.mount_fstype(mountpoint) is None:
-        return [
-            Check(
-                "mount",
-                False,
-                f"{mountpoint} does not exist; mount the node path into the pod "
-                "(label the workload hf-cache.io/mount=true) and check the hf-cache DaemonSet runs on this node",
-            )
-        ]
-    if fusemount.is_stale(mountpoint, 5.0):
-        return [
-            Check(
-                "mount",
-                False,
-                f"{mountpoint} is stale (Transport endpoint is not connected); the DaemonSet "
-                "repairs it within 30 s - if it persists, check `kubectl -n hf-cache logs ds/hf-cache-mount`",
-            )
-        ]
-    if not fusemount.is_fuse(mountpoint):
+    fstype = fusemount.mount_fstype(mountpoint)  # reads /proc only: never blocks on the mount
+    if fstype is None:
+        exists = _on_mount(mountpoint.is_dir)
+        if not (exists.ok and exists.value):
+            return [
+                Check(
+                    "mount",
+                    False,
+                    f"{mountpoint} does not exist; mount the node path into the pod "
+                    "(label the workload hf-cache.io/mount=true) and check the hf-cache DaemonSet runs on this node",
+                )
+            ]
+    if fstype is None or not fstype.startswith("fuse"):
         return [
             Check(
                 "mount",
@@ -64,9 +85,21 @@ def check_mount(mountpoint: Path) -> list[Check]:
                 "mountPropagation: HostToContainer so the DaemonSet's FUSE mount shows through",
             )
         ]
+    st = _on_mount(lambda: (os.statvfs(mountpoint), os.access(mountpoint, os.W_OK)))
+    if not st.ok:
+        if isinstance(st.error, OSError) and st.error.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
+            return [
+                Check(
+                    "mount",
+                    False,
+                    f"{mountpoint} is stale (Transport endpoint is not connected); the DaemonSet "
+                    "repairs it within 30 s - if it persists, check `kubectl -n hf-cache logs ds/hf-cache-mount`",
+                )
+            ]
+        return [Check("mount", False, _no_answer(mountpoint, st))]
     checks = [Check("mount", True, f"{mountpoint} is a live FUSE mount")]
-    st = os.statvfs(mountpoint)
-    read_only = bool(st.f_flag & os.ST_RDONLY) or not os.access(mountpoint, os.W_OK)
+    stat, writable = st.value
+    read_only = bool(stat.f_flag & os.ST_RDONLY) or not writable
     checks.append(
         Check(
             "read-only",
@@ -81,8 +114,14 @@ def check_mount(mountpoint: Path) -> list[Check]:
 
 def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float] = time.time) -> Check:
     status = mountpoint / "hf-cache" / "status.json"
+    got = _on_mount(lambda: (status.read_text(), status.stat().st_mtime))
+    if got.timed_out:
+        return Check("freshness", False, _no_answer(mountpoint, got))
     try:
-        data = json.loads(status.read_text())
+        if not got.ok:
+            raise got.error  # type: ignore[misc]
+        text, mtime = got.value
+        data = json.loads(text)
     except (OSError, ValueError):
         return Check(
             "freshness",
@@ -90,7 +129,7 @@ def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float]
             f"no {status}: refresh has never completed into this bucket/prefix; run "
             "the hf-cache-refresh CronJob (kubectl -n hf-cache create job --from=cronjob/hf-cache-refresh x)",
         )
-    age_h = (now() - status.stat().st_mtime) / 3600
+    age_h = (now() - mtime) / 3600
     failed = [r["repo"] for r in data.get("repos", []) if r.get("state") != "ok"]
     if age_h > max_age_hours:
         return Check(
@@ -104,6 +143,16 @@ def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float]
 
 
 def check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str) -> Check:
+    got = _on_mount(lambda: _check_repo(hub_dir, repo_id, revision, repo_type), PROBE_TIMEOUT * 3)
+    if got.ok:
+        return got.value  # type: ignore[no-any-return]
+    spec = repo_id if revision is None else f"{repo_id}@{revision}"
+    if got.timed_out:
+        return Check(f"repo {spec}", False, _no_answer(hub_dir, got))
+    return Check(f"repo {spec}", False, f"cannot read it from the mount: {got.error}")
+
+
+def _check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str) -> Check:
     resolved = resolve_snapshot(hub_dir, repo_id, revision, repo_type)
     if resolved.snapshot is None:
         return Check(f"repo {resolved.spec}", False, f"{resolved.problem}; add it to models.txt and re-run refresh")

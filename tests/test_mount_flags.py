@@ -1,0 +1,48 @@
+"""rclone flags that carry a guarantee, each with a test that fails when the flag goes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.s3server import S3Server
+from tests.test_mount import ROOT, SHA1, SHA2, publish, wait_for
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_a_stray_file_in_the_mountpoint_is_mounted_over_logged_and_counted(
+    mounted, s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    publish(s3_server.client(), bucket, {f"{ROOT}/refs/main": SHA1.encode()})
+    mountpoint = tmp_path / "stray-mnt"
+    mountpoint.mkdir()
+    (mountpoint / "written-by-a-pod.txt").write_text("x")
+    m = mounted(bucket=bucket, prefix="p", name="stray", wait=False)
+    m.wait_ready(timeout=20)  # rclone refuses a non-empty mountpoint without --allow-non-empty: it never gets ready
+    assert (m.mountpoint / ROOT / "refs" / "main").read_bytes() == SHA1.encode()
+    assert not (m.mountpoint / "written-by-a-pod.txt").exists()  # hidden under the mount, not deleted
+    metrics = _samples(m.get("/metrics")[1])
+    assert metrics["hfcache_mountpoint_stray_entries"] == 1
+    assert metrics["hfcache_rclone_restarts_total"] == 0
+    assert "1 stray entries in the unmounted" in m.log() and "written-by-a-pod.txt" in m.log()
+
+
+def test_use_server_modtime_is_what_makes_a_moved_ref_visible(mounted, s3_server: S3Server, bucket: str) -> None:
+    """A ref is 40 bytes whatever it says; when its ``mtime`` metadata does not change either (``rclone copy`` and
+    ``sync`` keep it), only S3's LastModified tells the new version apart."""
+    client = s3_server.client()
+    meta = {"mtime": "1700000000.000000000"}
+    client.put_object(Bucket=bucket, Key=f"p/{ROOT}/refs/main", Body=SHA1.encode(), Metadata=meta)
+    client.put_object(Bucket=bucket, Key="p/hf-cache/status.json", Body=b'{"ended": "one"}')
+    m = mounted(bucket=bucket, prefix="p", extra_args=("--freshness", "1s"))
+    ref = m.mountpoint / ROOT / "refs" / "main"
+    assert ref.read_bytes() == SHA1.encode()
+    time.sleep(1.1)  # LastModified has 1 s resolution
+    client.put_object(Bucket=bucket, Key=f"p/{ROOT}/refs/main", Body=SHA2.encode(), Metadata=meta)
+    client.put_object(Bucket=bucket, Key="p/hf-cache/status.json", Body=b'{"ended": "two"}')
+    wait_for(lambda: ref.read_bytes() == SHA2.encode(), timeout=8, step=0.25)
