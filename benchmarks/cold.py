@@ -324,7 +324,9 @@ class _Mounted:
         )
         return self.m
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            print(f"mount log ({self.name}):\n{self.m.log()[-3000:]}", file=sys.stderr)
         self.m.stop()
         shutil.rmtree(self.work / f"{self.name}-cache", ignore_errors=True)
 

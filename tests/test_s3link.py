@@ -58,10 +58,15 @@ def origin() -> Iterator[str]:
 
 
 def _get(link: S3Link, path: str, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    own = conn is None
     conn = conn or http.client.HTTPConnection("127.0.0.1", link.port, timeout=30)
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    return resp.status, resp.read()
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        if own:
+            conn.close()
 
 
 def test_each_connection_is_capped_not_the_link(origin: str) -> None:
@@ -79,7 +84,9 @@ def test_each_connection_is_capped_not_the_link(origin: str) -> None:
         assert all(r == (200, BODY) for r in results)
         # four connections in parallel each get the rate: far less than 4x one connection's time
         assert four < 2.5 * one, (one, four)
-        assert link.stats.snapshot()["bytes_down"] >= 5 * len(BODY)
+        stats = link.stats.snapshot()
+        assert stats["bytes_down"] >= 5 * len(BODY)
+        assert stats["peak_open"] == 4, stats
 
 
 def test_uploads_are_capped_too(origin: str) -> None:
@@ -148,6 +155,7 @@ def test_boto3_reads_and_writes_real_s3_through_the_link(s3_server: S3Server, bu
         )
         client.put_object(Bucket=bucket, Key="k", Body=data)
         assert client.get_object(Bucket=bucket, Key="k", Range="bytes=5-1048580")["Body"].read() == data[5:1048581]
+        assert link.stats.range_starts == [5]
         cfg = TransferConfig(multipart_threshold=4 << 20, multipart_chunksize=4 << 20, max_concurrency=3)
         import io
 

@@ -59,12 +59,15 @@ class LinkParams:
 @dataclass
 class LinkStats:
     connections: int = 0
+    open: int = 0  # client connections open now
+    peak_open: int = 0  # most client connections open at once: how many streams a client kept in flight
     requests: int = 0
     bytes_down: int = 0  # server -> client, headers included
     bytes_up: int = 0  # client -> server
     errors: int = 0
     resets: int = 0
     stalls: int = 0
+    range_starts: list[int] = field(default_factory=list)  # first byte of each ranged GET, in arrival order
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -72,9 +75,18 @@ class LinkStats:
             for name, n in counts.items():
                 setattr(self, name, getattr(self, name) + n)
 
+    def opened(self, n: int) -> None:
+        with self.lock:
+            self.open += n
+            self.peak_open = max(self.peak_open, self.open)
+
+    def ranged(self, start: int) -> None:
+        with self.lock:
+            self.range_starts.append(start)
+
     def snapshot(self) -> dict[str, int]:
         with self.lock:
-            return {k: v for k, v in vars(self).items() if k != "lock"}
+            return {k: v for k, v in vars(self).items() if isinstance(v, int)}
 
 
 class Throttle:
@@ -165,6 +177,8 @@ class S3Link:
     def _serve(self, client: socket.socket) -> None:
         """Carry one client connection: requests up (parsed, delayed, maybe faulted), responses down (paced)."""
         self._track(client)
+        stats = self.stats
+        stats.opened(1)
         upstream: socket.socket | None = None
         try:
             upstream = socket.create_connection(self.upstream)
@@ -183,6 +197,9 @@ class S3Link:
                 if head is None:
                     return
                 self.stats.add(requests=1)
+                rng = _header(head, b"range")
+                if rng and rng.startswith(b"bytes=") and rng[6:].split(b"-")[0].isdigit():
+                    self.stats.ranged(int(rng[6:].split(b"-")[0]))
                 fault = self._fault()
                 if fault == "reset":
                     self.stats.add(resets=1)
@@ -206,6 +223,7 @@ class S3Link:
         except OSError:
             return
         finally:
+            stats.opened(-1)
             self._untrack(client)
             if upstream is not None:
                 self._untrack(upstream)
