@@ -93,6 +93,13 @@ from cache.mount.config import MountConfig, parse_seconds, parse_size
     help="rclone's FUSE backend (mount2 measured faster; see README.md).",
 )
 @click.option(
+    "--tier-dir",
+    envvar="HFCACHE_TIER_DIR",
+    default=None,
+    help="Keep a verified node-local Hugging Face cache here (HF_HOME for job pods; must contain --mountpoint); "
+    "--cache-max-size then caps tier + rclone cache together. See docs/node-tier.md. [env: HFCACHE_TIER_DIR]",
+)
+@click.option(
     "--rclone-arg",
     "rclone_extra",
     multiple=True,
@@ -115,16 +122,22 @@ def mount(
     cache_poll: str,
     backend: str,
     rclone_extra: tuple[str, ...],
+    tier_dir: str | None,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
     from cache.mount.supervisor import Supervisor
+    from cache.node.agent import RCLONE_SHARE
+    from cache.node.tree import Tier
+
+    node_cap = parse_size(cache_max_size, Path(cache_dir))
+    tier = Tier.make(Path(tier_dir), Path(mountpoint)) if tier_dir else None  # one line if the paths do not fit
 
     cfg = MountConfig(
         bucket=bucket,
         prefix=prefix,
         mountpoint=Path(mountpoint),
         cache_dir=Path(cache_dir),
-        cache_max_bytes=parse_size(cache_max_size, Path(cache_dir)),
+        cache_max_bytes=node_cap if tier is None else int(node_cap * RCLONE_SHARE),
         endpoint_url=endpoint_url,
         region=region,
         health_addr=health_addr,
@@ -135,5 +148,7 @@ def mount(
         cache_poll=parse_seconds(cache_poll, "--cache-poll"),
         backend=backend,
         extra_args=split_rclone_args(rclone_extra, os.environ.get("HFCACHE_RCLONE_ARGS")),
+        tier_dir=None if tier is None else tier.root,
+        tier_cap_bytes=node_cap,
     )
     sys.exit(Supervisor(cfg).run())

@@ -63,6 +63,8 @@ class MountConfig:
     cache_poll: float = 10.0  # seconds between LRU evictions (measured: 1 m let usage overshoot 1.5x)
     backend: str = "mount2"
     extra_args: tuple[str, ...] = field(default=())
+    tier_dir: Path | None = None  # the node-local tier (cache/node/); None: no tier
+    tier_cap_bytes: int = 0  # node cap for hot tier + rclone cache (rclone itself gets cache_max_bytes)
 
     @property
     def remote_path(self) -> str:

@@ -42,6 +42,7 @@ from cache.mount.health import start_health_server
 from cache.mount.metrics import MountMetrics
 from cache.mount.rclone import rclone_args, rclone_binary, rclone_env
 from cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
+from cache.node.agent import start_for_mount as start_node_tier
 from cache.s3 import check_endpoint, make_client
 
 log = logging.getLogger("hf_cache.mount")
@@ -395,6 +396,7 @@ class Supervisor:
             preflight(cfg)
             self.prepare()
             threading.Thread(target=self._freshness_loop, name="freshness", daemon=True).start()
+            start_node_tier(cfg, self.metrics.registry, self.stop_event)  # cache/node/: no-op without --tier-dir
             self._loop()
         finally:
             log.info("stopping: unmounting %s", cfg.mountpoint)
