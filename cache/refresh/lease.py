@@ -6,10 +6,12 @@ conditional, so S3 decides who holds it: create with ``If-None-Match: *``, renew
 the ETag last seen, release with ``If-Match``. A run whose renewal is refused has lost the lease and stops before
 its next write (``guard`` checks before every S3 write of the client, refs included).
 
-A killed run cannot release its lease, so the TTL is short (60 s) and renewed every quarter of it: a CronJob retry
-a minute later takes over. Expiry is judged on S3's clock (the object's LastModified against the response's
-Date), never on the contender's, so skewed node clocks cannot steal a live lease. The holder trusts its lease only
-until ``ttl - margin`` after the send time of its last confirmed renewal; past that it renews synchronously before
+A killed run cannot release its lease, so the TTL is short (60 s) and renewed every quarter of it, and a contender
+that finds a lease past half its TTL without renewal waits out the rest and takes over: the CronJob's retries
+(backoffLimit 2: about 10 s and 30 s after a failure) succeed instead of failing on a dead run's lease.
+Expiry is judged on S3's clock (the object's LastModified against the response's Date), never on the
+contender's, so skewed node clocks cannot steal a live lease. The holder trusts its lease only until
+``ttl - margin`` after the send time of its last confirmed renewal; past that it renews synchronously before
 writing, so a run resumed after a long pause writes nothing unless S3 confirms it still holds the lease.
 """
 
@@ -74,6 +76,20 @@ class Held:
 def is_expired(last_modified: float, ttl: float, server_now: float) -> bool:
     """Pure: whether a lease last written at ``last_modified`` with ``ttl`` may be taken over at ``server_now``."""
     return server_now - last_modified >= ttl + CLOCK_SLACK
+
+
+def wait_for_expiry(age: float, ttl: float) -> float | None:
+    """Pure: how long a contender should wait for a lease of this ``age`` (S3's clock) to expire, or None to refuse.
+
+    A live holder renews every ``ttl / 4``, so a lease older than ``ttl / 2`` (plus timestamp resolution) has missed
+    two renewals: its holder is most likely dead, and waiting out the rest of its TTL lets a CronJob retry take over
+    instead of failing. A younger lease looks live: refuse at once rather than block a person's second run.
+    """
+    if age >= ttl + CLOCK_SLACK:
+        return 0.0
+    if age >= ttl / 2 + CLOCK_SLACK:
+        return ttl + CLOCK_SLACK - age
+    return None
 
 
 def trusted_until(confirmed_at: float, ttl: float, margin: float) -> float:
@@ -157,19 +173,26 @@ class Lease:
 
     # -- holding -------------------------------------------------------------------------------------------------
     def acquire(self) -> None:
-        for _ in range(5):
+        for _ in range(6):
             if self._create():
                 break
             held = self.read()
             if held is None:
                 continue  # released between our two calls: try to create it again
-            if not is_expired(held.last_modified, held.ttl, held.server_now):
+            wait = wait_for_expiry(held.server_now - held.last_modified, held.ttl)
+            if wait is None:
                 until = datetime.fromtimestamp(held.last_modified + held.ttl + CLOCK_SLACK, UTC)
                 raise LeaseHeldError(
                     f"another refresh is running ({held.owner}, lease renewed {held.acquired}); its lease on "
                     f"s3://{self.bucket}/{self.key} expires at {until.isoformat(timespec='seconds')} unless renewed."
                     " Wait for it to finish, then rerun"
                 )
+            if wait > 0:
+                log.warning(
+                    "the refresh lease of %s missed its renewals: waiting %.0fs for it to expire", held.owner, wait
+                )
+                time.sleep(wait + 0.1)
+                continue  # look again: renewed meanwhile (refuse), or expired (take over)
             log.warning("taking over an expired refresh lease held by %s", held.owner)
             if self._put(IfMatch=held.etag):
                 break
