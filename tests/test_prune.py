@@ -108,6 +108,10 @@ def test_emptied_models_file_cannot_prune_everything_without_force(
     before = objects(client, bucket)
 
     models.write_text("# emptied by mistake\n")
+    plan = run_refresh(models, bucket, env, "--dry-run", "--prune", "--prune-after", "0s")
+    assert plan.returncode == 0, plan.stderr
+    assert "prune: a run would refuse: --prune would remove every published repo (3)" in plan.stdout
+    assert "prune: ref models--team--a main" in plan.stdout
     result = run_refresh(models, bucket, env, "--prune", "--prune-after", "0s")
     assert result.returncode == 2, result.stderr
     assert "hf-cache: error: --prune would remove every published repo (3)" in result.stderr

@@ -21,7 +21,7 @@ from cache.modelsfile import parse_models_file
 from cache.progress import Progress, human_bytes
 from cache.refresh.lease import DEFAULT_TTL, Lease
 from cache.refresh.plan import Action
-from cache.refresh.prune import keep_sets, parse_duration, plan_prune, run_prune, scan_published
+from cache.refresh.prune import keep_sets, parse_duration, plan_prune, prune_refusal, run_prune, scan_published
 from cache.refresh.publish import (
     Publisher,
     RepoResult,
@@ -141,7 +141,8 @@ def refresh(
     after = parse_duration(prune_after)
     hub = HubSource()
     if dry_run:
-        _dry_run(entries, hub, bucket, prefix, endpoint_url, region, workers, prune, after)
+        share = prune_max_share / 100
+        _dry_run(entries, hub, bucket, prefix, endpoint_url, region, workers, prune, after, share, force)
         return
     target = _target(bucket, prefix, endpoint_url, region, pool=workers * 4 + 8)
     install_kill_hook(target.client)
@@ -210,6 +211,8 @@ def _dry_run(
     workers: int,
     prune: bool,
     after: Any,
+    prune_share: float = 0.5,
+    force: bool = False,
 ) -> None:
     """The plan of a run, from the same decisions a run makes (resolve, then per file: upload, copy or leave), read
     from the source and S3 and printed per repo with bytes; nothing is written anywhere."""
@@ -244,7 +247,11 @@ def _dry_run(
             old = previous.get("delisted") if isinstance(previous, dict) else None
             refs, snaps = keep_sets(resolved)
             delisted = dict(old) if isinstance(old, dict) else {}
-            actions, _ = plan_prune(scan_published(target), refs, snaps, delisted, datetime.now(UTC), after)
+            published = scan_published(target)
+            actions, _ = plan_prune(published, refs, snaps, delisted, datetime.now(UTC), after)
+            refused = prune_refusal(actions, published, prune_share, force)
+            if refused:
+                click.echo(f"prune: a run would refuse: {refused}")
             for action in actions:
                 click.echo(f"prune: {action.kind} {action.folder} {action.name}")
             if not actions:
