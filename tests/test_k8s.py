@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cache.deploy.inject import NODE_PATH
+from cache.deploy.inject import NODE_PATH, NODE_TIER
 from cache.readers.envvars import reader_env
 from tests.conftest import require_tool
 
@@ -242,6 +242,7 @@ def test_daemonset_shape(rendered) -> None:
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["HFCACHE_CACHE_MAX_SIZE"] == "75%" and env["HFCACHE_MOUNTPOINT"] == NODE_PATH
+    assert env["HFCACHE_TIER_DIR"] == NODE_TIER == os.path.dirname(NODE_PATH)  # pods mount the tier: links resolve
     assert NODE_PATH in c["lifecycle"]["preStop"]["exec"]["command"]
     (monitor,) = by_kind(rendered["podmonitor"], "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
@@ -292,7 +293,7 @@ def test_job_pods_get_a_read_only_mount_and_the_reader_env_and_keep_their_own(re
         for c in pod["containers"]:
             assert [m for m in c["volumeMounts"] if m["name"] == "hf-cache"] == [mount]
             assert c["env"][-len(env) :] == env
-        assert {"name": "hf-cache", "hostPath": {"path": NODE_PATH, "type": "Directory"}} in pod["volumes"]
+        assert {"name": "hf-cache", "hostPath": {"path": NODE_TIER, "type": "Directory"}} in pod["volumes"]
     # What the workloads declared themselves is all still there (the component appends, it never replaces).
     (train,) = [d for d in by_kind(docs, "Job") if d["metadata"]["name"] == "train"]
     assert train["spec"]["template"]["spec"]["containers"][0]["env"][0] == {"name": "KEEP_ME", "value": "1"}
@@ -369,7 +370,7 @@ def test_pvc_way_for_restricted_namespaces(rendered) -> None:
     assert pv["spec"]["accessModes"] == ["ReadOnlyMany"]
     assert pvc["metadata"]["namespace"] == "team-a" and pvc["spec"]["volumeName"] == pv["metadata"]["name"]
     assert pv["metadata"]["name"] == "hf-cache-team-a"
-    assert pv["spec"]["hostPath"]["path"] == NODE_PATH  # the DaemonSet's mountpoint on the node
+    assert pv["spec"]["hostPath"]["path"] == NODE_TIER  # the node tier, with the DaemonSet's mountpoint below it
 
 
 def test_pvc_way_refuses_pods_that_mount_the_claim_writable(rendered) -> None:

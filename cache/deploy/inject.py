@@ -25,6 +25,9 @@ CONTAINERS_ANNOTATION = "hf-cache.io/containers"
 VOLUME = "hf-cache"
 # The node folder the DaemonSet mounts the bucket on (HFCACHE_MOUNTPOINT in daemonset/daemonset.yaml).
 NODE_PATH = "/var/lib/hf-cache/mnt"
+# The node tier (HFCACHE_TIER_DIR): a standard HF cache whose relative symlinks point at local blobs or into
+# NODE_PATH below it. Job pods mount this folder, so both kinds of link resolve inside the pod (docs/node-tier.md).
+NODE_TIER = "/var/lib/hf-cache"
 # kind -> path of the pod spec inside it
 POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     "Pod": ("spec",),
@@ -39,10 +42,11 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
 def wiring() -> dict[str, Any]:
     """What a job pod gets: one hostPath volume, its read-only mount and the reader environment.
 
-    HostToContainer propagation lets a mount the DaemonSet repairs show through without restarting the pod.
+    HostToContainer propagation lets a mount the DaemonSet repairs (at ``<tier>/mnt``) show through without
+    restarting the pod; hot files are plain local files and need no mount at all.
     """
     return {
-        "volume": {"name": VOLUME, "hostPath": {"path": NODE_PATH, "type": "Directory"}},
+        "volume": {"name": VOLUME, "hostPath": {"path": NODE_TIER, "type": "Directory"}},
         "volumeMount": {
             "name": VOLUME,
             "mountPath": DEFAULT_MOUNTPOINT,

@@ -1,9 +1,11 @@
 """The one source of truth for a reader's environment.
 
 ``hf-cache env`` prints it, the Kubernetes job-pod component is generated from / tested against it, and
-``hf-cache doctor`` checks a pod against it. ``HF_HOME`` is the mount (the bucket/prefix root), so the hub
-cache is ``<mount>/hub``. The mount is read-only, so everything huggingface/transformers/datasets would
-write under ``HF_HOME`` is moved to a writable scratch folder, and the Hub is never contacted.
+``hf-cache doctor`` checks a pod against it. In a job pod ``HF_HOME`` (/mnt/hf_cache) is the node's tier folder
+(cache/node/: the standard HF cache, its snapshot entries relative symlinks to verified local blobs or into the
+rclone mount at ``HF_HOME/mnt``); without the tier it is the mount itself (the bucket/prefix root). Either way the
+hub cache is ``HF_HOME/hub`` and it is read-only, so everything huggingface/transformers/datasets would write under
+``HF_HOME`` is moved to a writable scratch folder, and the Hub is never contacted.
 """
 
 from __future__ import annotations
