@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "demo": "cache.readers.demo:demo",
     "render": "cache.deploy.render:render",
     "inject": "cache.deploy.inject:inject",
+    "node": "cache.node.command:node",
 }
 
 

@@ -7,6 +7,7 @@ verified blob (hot) or into the rclone mount (cold).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from cache.node import evict as ev
 from tests.node_helpers import is_hot, mount_tier, publish, wait_for
+from tests.refresh_helpers import run_cli
 from tests.support.s3server import S3Server
 
 REPO = "models--org--m"
@@ -251,3 +253,38 @@ def test_a_file_above_every_size_threshold_is_promoted_verified(
         assert h.hexdigest() == want
     finally:
         m.stop()
+
+
+def test_warm_makes_a_snapshot_hot_and_node_ls_shows_it(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = make_repo(src)
+    publish(s3_server, bucket, src)
+    root = tmp_path / "node"
+    m = mount_tier(s3_server, bucket, root)
+    try:
+        wait_for("refs/main in the tier", lambda: (root / "hub" / REPO / "refs" / "main").is_file(), mount=m)
+        snap = snapshot(root)
+        before = run_cli(["node", "ls", "--tier-dir", str(root)], {})
+        assert before.returncode == 0, before.stderr
+        assert f"org/m@{snap.name[:12]} (main): hot 0 files 0 B, cold 5 files" in before.stdout
+        warmed = run_cli(["warm", "org/m"], {"HFCACHE_MOUNTPOINT": str(root / "mnt")})
+        assert warmed.returncode == 0, warmed.stderr
+        wait_for("every file hot after warm", lambda: all(is_hot(snap / rel) for rel in files), mount=m)
+        after = run_cli(["node", "ls", "--tier-dir", str(root), "--json"], {})
+        (row,) = [json.loads(line) for line in after.stdout.splitlines()]
+        assert row["hot_files"] == 5 and row["cold_files"] == 0 and row["refs"] == ["main"]
+        assert row["hot_bytes"] == sum(len(b) for b in files.values())
+        for rel, data in files.items():
+            assert (snap / rel).read_bytes() == data
+    finally:
+        m.stop()
+
+
+def test_tier_that_does_not_contain_the_mountpoint_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli(
+        ["mount", "--bucket", "b", "--mountpoint", str(tmp_path / "mnt"), "--tier-dir", str(tmp_path / "tier")], {}
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("hf-cache: error: --tier-dir") and "must be inside it" in result.stderr
+    result = run_cli(["node", "ls", "--tier-dir", str(tmp_path)], {})
+    assert result.returncode == 2 and "is not a node tier" in result.stderr

@@ -101,6 +101,23 @@ class Tier:
         return tmp / uuid.uuid4().hex
 
 
+def describe(tier: Tier) -> None:
+    """Record where the mount is, relative to the tier, for readers of the tier (``node ls``, ``doctor``)."""
+    info = json.dumps({"mount": os.path.relpath(tier.mountpoint, tier.root)}).encode()
+    path = tier.state / "tier.json"
+    if not path.is_file() or path.read_bytes() != info:
+        write_atomic(tier, path, info)
+
+
+def open_tier(root: Path) -> Tier | None:
+    """The tier at ``root`` as its agent described it; None when ``root`` is not a tier (e.g. the mount itself)."""
+    try:
+        rel = str(json.loads((root / STATE_DIR / "tier.json").read_bytes())["mount"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Tier(root, root / rel)
+
+
 def entries_from_manifest(repo: str, sha: str, raw: bytes) -> list[Entry]:
     """The files of a snapshot from its manifest; refuses paths that would leave the snapshot folder."""
     data = json.loads(raw)
@@ -179,6 +196,7 @@ def sync(tier: Tier) -> SyncResult:
     """
     res = SyncResult(problems=[])
     assert res.problems is not None
+    describe(tier)
     if not tier.mount_hub.is_dir():
         return res
     for repo_dir in sorted(tier.mount_hub.iterdir()):

@@ -1,0 +1,69 @@
+"""``hf-cache node ls``: what the node tier holds - per snapshot, files and bytes hot (local) and cold (mount)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import click
+
+from cache.errors import ConfigError
+from cache.node.tree import load_entries, open_tier, read_refs
+from cache.progress import human_bytes
+
+
+def summary(root: Path) -> list[dict]:
+    """One row per snapshot in the tier: repo, sha, the refs naming it, hot/cold files and bytes."""
+    tier = open_tier(root)
+    if tier is None:
+        raise ConfigError(
+            f"{root} is not a node tier (no .hf-cache-node/tier.json): pass the node's --tier-dir, or HF_HOME in a "
+            "job pod, and check that hf-cache mount runs with --tier-dir / HFCACHE_TIER_DIR"
+        )
+    rows: dict[tuple[str, str], dict] = defaultdict(
+        lambda: {"hot_files": 0, "hot_bytes": 0, "cold_files": 0, "cold_bytes": 0}
+    )
+    for e in load_entries(tier):
+        row = rows[(e.repo, e.sha)]
+        kind = "hot" if tier.is_hot(e) else "cold"
+        row[f"{kind}_files"] += 1
+        row[f"{kind}_bytes"] += e.size
+    out = []
+    for (repo, sha), row in sorted(rows.items()):
+        refs = sorted(n for n, s in read_refs(tier.hub / repo / "refs").items() if s == sha)
+        out.append({"repo": repo, "sha": sha, "refs": refs, **row})
+    return out
+
+
+@click.group()
+def node() -> None:
+    """The node tier: verified local copies of what this node read (see docs/node-tier.md)."""
+
+
+@node.command("ls")
+@click.option(
+    "--tier-dir",
+    envvar=["HFCACHE_TIER_DIR", "HF_HOME"],
+    default="/mnt/hf_cache",
+    show_default=True,
+    help="The tier: the node's --tier-dir, or HF_HOME in a job pod. [env: HFCACHE_TIER_DIR, HF_HOME]",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per snapshot.")
+def ls(tier_dir: str, as_json: bool) -> None:
+    """Show what is hot on this node: per snapshot, files and bytes local (hot) and still on the mount (cold)."""
+    rows = summary(Path(os.path.abspath(tier_dir)))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    for r in rows:
+        name = r["repo"].split("--", 1)[1].replace("--", "/")
+        refs = ",".join(r["refs"]) or "-"
+        click.echo(
+            f"{name}@{r['sha'][:12]} ({refs}): hot {r['hot_files']} files {human_bytes(r['hot_bytes'])}, "
+            f"cold {r['cold_files']} files {human_bytes(r['cold_bytes'])}"
+        )
+    if not rows:
+        click.echo("the tier holds no snapshot yet")
