@@ -13,6 +13,7 @@ from cache.refresh.prune import (
     Published,
     apply_prune,
     keep_refused,
+    pending_actions,
     plan_prune,
     prune_refusal,
     removed_repos,
@@ -64,6 +65,8 @@ def test_refusal_counts_whole_repos_removed_not_superseded_snapshots() -> None:
     # superseded snapshots of listed repos and refs of dropped revisions are routine: never refused
     routine = [PruneAction("snapshot", A, "a" * 40), PruneAction("ref", B, "main")]
     assert removed_repos(routine, pub) == set() and prune_refusal(routine, pub, 0.0, force=False) is None
+    _, waiting = plan_prune(pub, set(), set(), {}, NOW, timedelta(days=7))  # not due yet: what a later run prunes
+    assert sorted(pending_actions(waiting), key=repr) == sorted(everything, key=repr)
 
 
 def test_refused_items_stay_delisted_since_first_seen() -> None:
@@ -108,6 +111,10 @@ def test_emptied_models_file_cannot_prune_everything_without_force(
     before = objects(client, bucket)
 
     models.write_text("# emptied by mistake\n")
+    early = run_refresh(models, bucket, env, "--prune", "--prune-after", "7d")  # not due: de-listed, and warned
+    assert early.returncode == 0, early.stderr
+    status_after_early = status(client, bucket)
+    assert "models.txt de-lists 3 of 3 published repos; when due, that prune is refused without --force" in early.stderr
     plan = run_refresh(models, bucket, env, "--dry-run", "--prune", "--prune-after", "0s")
     assert plan.returncode == 0, plan.stderr
     assert "prune: a run would refuse: --prune would remove every published repo (3)" in plan.stdout
@@ -122,6 +129,7 @@ def test_emptied_models_file_cannot_prune_everything_without_force(
     st = status(client, bucket)
     assert st["pruned"] == [] and "every published repo" in st["prune_refused"]
     assert len([k for k in st["delisted"] if k.startswith("ref:")]) == 3  # still counted as de-listed
+    assert set(st["delisted"].values()) == set(status_after_early["delisted"].values())  # since first seen
 
     _models(models, tmp_path, ["a"])  # 2 of 3 repos dropped: above the default 50%
     result = run_refresh(models, bucket, env, "--prune", "--prune-after", "0s")

@@ -200,4 +200,23 @@ def run_prune(
     if refused is not None:
         log.error("%s", refused)
         return [], keep_refused(after_map, actions, delisted, now), refused
+    waiting = pending_actions(after_map)
+    if prune_refusal(waiting, published, max_share, force) is not None:
+        gone = removed_repos(waiting, published)
+        log.warning(
+            "models.txt de-lists %d of %d published repos; when due, that prune is refused without --force",
+            len(gone),
+            len(set(published.refs) | set(published.snapshots)),
+        )
     return apply_prune(target, actions), after_map, None
+
+
+def pending_actions(delisted: dict[str, str]) -> list[PruneAction]:
+    """Pure: the de-listed items not yet due, as the actions a later prune would take."""
+    out = []
+    for item in delisted:
+        kind, _, rest = item.partition(":")
+        folder, _, name = rest.partition(":")
+        if kind in ("ref", "snapshot") and folder and name:
+            out.append(PruneAction(kind, folder, name))
+    return out
