@@ -353,3 +353,10 @@ def test_a_paused_refresh_resumed_after_a_takeover_writes_no_ref(
             proc.send_signal(signal.SIGCONT)
             proc.kill()
             proc.wait()
+
+
+def test_a_garbage_lease_object_is_a_clear_refusal_not_a_traceback(s3_server: S3Server, bucket: str) -> None:
+    """A truncated or foreign lease.json still expires by its LastModified (default TTL); until then: refused."""
+    s3_server.client().put_object(Bucket=bucket, Key=LEASE_KEY, Body=b"\x00{not json")
+    with pytest.raises(LeaseHeldError, match="another refresh is running \\(unknown"):
+        Lease(s3_server.client(), bucket, PREFIX, ttl=30).acquire()
