@@ -24,7 +24,7 @@ import pytest
 from cache import layout
 from cache.errors import LeaseHeldError, LeaseLostError
 from cache.readers.loopback import free_port, stop, wait_http
-from cache.refresh.lease import CLOCK_SLACK, Lease, is_expired, trusted_until, wait_for_expiry
+from cache.refresh.lease import CLOCK_SLACK, MAX_TTL, Lease, is_expired, trusted_until, wait_for_expiry
 from tests.refresh_helpers import objects, read, run_refresh
 from tests.support.s3server import CREDENTIALS, S3Server
 
@@ -360,3 +360,10 @@ def test_a_garbage_lease_object_is_a_clear_refusal_not_a_traceback(s3_server: S3
     s3_server.client().put_object(Bucket=bucket, Key=LEASE_KEY, Body=b"\x00{not json")
     with pytest.raises(LeaseHeldError, match="another refresh is running \\(unknown"):
         Lease(s3_server.client(), bucket, PREFIX, ttl=30).acquire()
+
+
+def test_a_lease_claiming_forever_still_expires(s3_server: S3Server, bucket: str) -> None:
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key=LEASE_KEY, Body=b'{"owner": "x", "ttl_seconds": 1e400}')  # inf
+    held = Lease(client, bucket, PREFIX).read()
+    assert held is not None and held.ttl == MAX_TTL

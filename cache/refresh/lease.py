@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -38,6 +39,7 @@ from cache.errors import LeaseHeldError, LeaseLostError
 log = logging.getLogger("hf_cache.lease")
 
 DEFAULT_TTL = 60.0
+MAX_TTL = 6 * 3600.0  # the CronJob's activeDeadlineSeconds
 CLOCK_SLACK = 1.0  # S3 timestamps have one-second resolution: never call a lease expired a second early
 _LOST_CODES = ("PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict", "409")
 WRITE_OPS = (
@@ -162,6 +164,8 @@ class Lease:
             ttl = float(data.get("ttl_seconds", DEFAULT_TTL))
         except (TypeError, ValueError):
             ttl = DEFAULT_TTL
+        if not math.isfinite(ttl) or ttl > MAX_TTL:
+            ttl = MAX_TTL  # a lease that claims forever would block every run: no longer than a CronJob may run
         return Held(
             owner=str(data.get("owner", "unknown")),
             acquired=str(data.get("written", "?")),
