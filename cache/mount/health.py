@@ -24,6 +24,7 @@ MAX_CONNECTIONS = 64  # beyond this, new connections are closed at once instead 
 class BoundedHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # listen backlog: a burst of probes is accepted, not SYN-dropped (the default is 5)
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int):
         self._slots = threading.BoundedSemaphore(max_connections)
