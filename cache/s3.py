@@ -73,9 +73,20 @@ def describe_error(exc: BaseException, bucket: str) -> str:
     return f"S3 error on bucket {bucket!r}: {exc}"
 
 
-def check_bucket(client: Any, bucket: str) -> None:
-    """Fail early, with one clear line, when the bucket is missing or unreachable."""
+def folder_prefix(prefix: str) -> str:
+    """The ``Prefix`` of a listing of everything under ``prefix``: with its trailing slash, as the IAM roles'
+    ``s3:prefix`` condition requires (``clusters/a`` alone would also list ``clusters/a2/``); "" for the root."""
+    prefix = prefix.strip("/")
+    return prefix + "/" if prefix else ""
+
+
+def check_bucket(client: Any, bucket: str, prefix: str = "") -> None:
+    """Fail early, with one clear line, when the bucket is missing or unreachable.
+
+    A one-key listing of the prefix, not HeadBucket: HeadBucket is authorised as ListBucket without an
+    ``s3:prefix``, which the per-cluster roles' prefix condition denies.
+    """
     try:
-        client.head_bucket(Bucket=bucket)
+        client.list_objects_v2(Bucket=bucket, Prefix=folder_prefix(prefix), MaxKeys=1)
     except (BotoCoreError, ClientError) as exc:
         raise StorageError(describe_error(exc, bucket)) from exc

@@ -43,7 +43,7 @@ from cache.mount.metrics import MountMetrics
 from cache.mount.rclone import rclone_args, rclone_binary, rclone_env
 from cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
 from cache.node.agent import start_for_mount as start_node_tier
-from cache.s3 import check_endpoint, make_client
+from cache.s3 import check_endpoint, folder_prefix, make_client
 
 log = logging.getLogger("hf_cache.mount")
 
@@ -70,7 +70,7 @@ def preflight(cfg: MountConfig) -> None:
     client = make_client(cfg.endpoint_url, cfg.region, max_attempts=2)
     where = f"s3://{cfg.remote_path}"
     try:
-        client.list_objects_v2(Bucket=cfg.bucket, Prefix=cfg.prefix.strip("/"), MaxKeys=1)
+        client.list_objects_v2(Bucket=cfg.bucket, Prefix=folder_prefix(cfg.prefix), MaxKeys=1)
     except NoCredentialsError as exc:
         raise MountError(
             "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or run with the "

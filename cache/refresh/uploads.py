@@ -13,6 +13,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from cache.s3 import folder_prefix
+
 log = logging.getLogger("hf_cache.refresh")
 
 
@@ -30,7 +32,7 @@ def abort_stale_uploads(client: Any, bucket: str, prefix: str, started_before: d
     found: list[dict[str, Any]] = []
     try:
         paginator = client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix.strip("/") + "/" if prefix.strip("/") else ""):
+        for page in paginator.paginate(Bucket=bucket, Prefix=folder_prefix(prefix)):
             found.extend(page.get("Uploads", []))
     except ClientError as exc:
         log.warning("cannot list multipart uploads left by earlier runs (%s): leaving them to the lifecycle rule", exc)
