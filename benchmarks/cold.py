@@ -280,11 +280,13 @@ class Bench:
         def cold() -> float:
             with self.mount("warm") as m:
                 t0 = time.perf_counter()
-                subprocess.run(
+                out = subprocess.run(
                     [sys.executable, "-m", "cache", "warm", "bench/model", "--mountpoint", str(m.mountpoint)],
-                    check=True,
                     capture_output=True,
+                    text=True,
                 )
+                if out.returncode != 0:
+                    raise SystemExit(f"hf-cache warm failed:\n{out.stderr[-3000:]}")
                 return time.perf_counter() - t0
 
         def base() -> float:

@@ -108,12 +108,16 @@ def fetch(
     streams: int = 16,
     segment: int = 112 * MiB,
     block: int = 4 * MiB,
+    touch: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> Fetched:
     """Read ``size`` bytes of ``name`` in segments, ``streams`` of them in flight; verify ``sha256`` if given.
 
     ``verify_read_into`` re-reads finished regions for hashing (the sink's file, or the now-cached source); without
-    it the source is re-read. Raises IntegrityError naming the file when bytes are short or the sha256 differs.
+    it the source is re-read. With ``touch`` (and no sink) a segment's stream reads only 4 KiB every ``touch`` bytes:
+    enough for a source that fetches contiguously up to each read (rclone's downloader, while ``touch`` is inside
+    its reuse window, --buffer-size) to fetch the whole segment, without copying it out; the hash pass then reads
+    each byte once. Raises IntegrityError naming the file when bytes are short or the sha256 differs.
     """
     segments = plan_segments(size, segment)
     state = _Progress(segments)
@@ -123,6 +127,27 @@ def fetch(
         return IntegrityError(
             f"{name}: ended at byte {at}, expected {size} bytes; the object is truncated - run hf-cache verify"
         )
+
+    def touch_one(i: int, seg: Segment) -> None:
+        try:
+            buf = memoryview(bytearray(4096))
+            pos = seg.offset
+            while True:
+                at = min(pos, max(seg.offset, seg.end - len(buf)))
+                want = min(len(buf), seg.end - at)
+                got = 0
+                while got < want:
+                    n = read_into(at + got, buf[got:want])
+                    if n <= 0:
+                        raise short(at + got)
+                    got += n
+                # the source fetched [seg.offset, at + want) in order to answer: the hasher may read it
+                state.advance(i, at + want)
+                if at + want >= seg.end:
+                    return
+                pos += touch
+        except BaseException as exc:
+            state.fail(exc)
 
     def one(i: int, seg: Segment) -> None:
         try:
@@ -143,7 +168,7 @@ def fetch(
     hbuf = memoryview(bytearray(min(block, max(size, 1))))
     with ThreadPoolExecutor(max(1, min(streams, len(segments))), thread_name_prefix="fetch") as pool:
         for i, seg in enumerate(segments):
-            pool.submit(one, i, seg)
+            pool.submit(touch_one if touch and sink is None else one, i, seg)
         try:
             for i, seg in enumerate(segments):
                 pos = seg.offset

@@ -95,3 +95,41 @@ def test_fetch_reports_a_truncated_source(tmp_path: Path) -> None:
             fetch("src.bin", 3 * MiB, read, streams=3, segment=MiB, block=256 * 1024)
     finally:
         os.close(fd)
+
+
+def test_touch_mode_reads_sparsely_and_still_hashes_every_byte(tmp_path: Path) -> None:
+    """Segment streams read 4 KiB per ``touch`` bytes (a contiguous-fetching source fills the rest); the hash pass
+    reads everything once."""
+    src = tmp_path / "src.bin"
+    data = os.urandom(5 * MiB + 777)
+    src.write_bytes(data)
+    fd = os.open(src, os.O_RDONLY)
+    touched: list[int] = []
+    hashed: list[int] = []
+
+    def touch_read(off: int, buf: memoryview) -> int:
+        touched.append(len(buf))
+        return os.preadv(fd, [buf], off)
+
+    def verify_read(off: int, buf: memoryview) -> int:
+        n = os.preadv(fd, [buf], off)
+        hashed.append(n)
+        return n
+
+    try:
+        got = fetch(
+            "src.bin",
+            len(data),
+            touch_read,
+            verify_read_into=verify_read,
+            sha256=hashlib.sha256(data).hexdigest(),
+            streams=3,
+            segment=2 * MiB,
+            touch=MiB,
+            block=256 * 1024,
+        )
+    finally:
+        os.close(fd)
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert sum(hashed) == len(data)
+    assert sum(touched) <= 12 * 4096  # a few KiB per MiB, not the file

@@ -20,7 +20,13 @@ from cache.errors import HfCacheError, IntegrityError
 from cache.layout import META_DIR, SHA_RE, repo_folder_name
 from cache.mount.rclone import READ_CHUNK
 from cache.progress import Progress
+from cache.reponame import format_repo
 from cache.transfer import MiB, aligned_segment, fetch, plan_segments
+
+# A segment's stream only touches 4 KiB every TOUCH bytes: rclone's downloader fetches everything up to each read
+# (it is reused while the next read is within --buffer-size, 4 MiB, of it), and the hash pass copies every byte
+# out once; reading each segment in full as well cost a second copy through FUSE on the node's CPU.
+TOUCH = 1 * MiB
 
 # Smaller segments mean more streams for small files but more abandoned read-ahead (~6-9 MB per segment end):
 # 48 MiB split a 100 MB shard in two (2 streams), at ~10% extra S3 bytes; a 2 GB file gets 112 MiB segments.
@@ -38,10 +44,11 @@ class Resolved:
 def resolve_snapshot(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str = "model") -> Resolved:
     """Find ``<hub>/<repo folder>/snapshots/<sha>`` for a revision the way huggingface_hub does offline."""
     rev = revision or "main"
-    spec = f"{repo_id}@{rev}"
+    spec = format_repo(repo_id, repo_type, rev)  # the grammar every command prints and takes
     repo_dir = hub_dir / repo_folder_name(repo_id, repo_type)  # type: ignore[arg-type]
     if not repo_dir.is_dir():
-        return Resolved(spec, None, f"{repo_id} is not published (no {repo_dir.name} under {hub_dir})")
+        shown = format_repo(repo_id, repo_type)
+        return Resolved(spec, None, f"{shown} is not published (no {repo_dir.name} under {hub_dir})")
     if SHA_RE.match(rev):
         sha = rev
     else:
@@ -50,7 +57,7 @@ def resolve_snapshot(hub_dir: Path, repo_id: str, revision: str | None, repo_typ
             return Resolved(
                 spec,
                 None,
-                f"{repo_id} has no ref {rev!r} (published refs: "
+                f"{format_repo(repo_id, repo_type)} has no ref {rev!r} (published refs: "
                 f"{', '.join(sorted(p.name for p in (repo_dir / 'refs').glob('*'))) or 'none'})",
             )
         sha = ref.read_text()
@@ -134,6 +141,7 @@ def warm_file(f: WarmFile, streams: int, segment: int, progress: Progress) -> No
             sha256=f.sha256,
             streams=streams,
             segment=segment,
+            touch=TOUCH,
             progress=lambda n: progress.advance(n),
         )
     finally:
