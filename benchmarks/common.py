@@ -74,6 +74,23 @@ def s3(kind: str = "moto", root: Path | None = None) -> Iterator[S3Server]:
 
 
 @contextlib.contextmanager
+def over_link(server: S3Server, args: object) -> Iterator[S3Server]:
+    """The server as readers see it: behind the S3-like link (``--link s3``, the default) or on plain loopback.
+
+    Prints the link's parameters. Publishing is done on the server itself; what is measured goes through this.
+    """
+    from tests.support.s3link import S3Link, link_params
+
+    if getattr(args, "link", "loopback") == "loopback":
+        print("link: plain loopback (no cap, no latency)", flush=True)
+        yield server
+        return
+    with S3Link(server.endpoint, link_params(args)) as link:  # type: ignore[arg-type]
+        print(link.params.describe(), flush=True)
+        yield S3Server(endpoint=link.endpoint, proc=server.proc)
+
+
+@contextlib.contextmanager
 def mounted(
     server: S3Server, bucket: str, prefix: str, work: Path, name: str, cache_dir: Path | None = None
 ) -> Iterator[RunningMount]:

@@ -1,6 +1,7 @@
 """from_pretrained through the hf-cache mount (cold, warm) vs from a local folder, fresh processes, one run.
 
-python3 -m benchmarks.load [--layers 16] [--embd 1024]     (defaults: a ~1 GB fp32 GPT-2 in safetensors)
+python3 -m benchmarks.load [--layers 16] [--embd 1024] [--link s3|loopback]
+(defaults: a ~1 GB fp32 GPT-2 in safetensors, over the S3-like link)
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import mounted, s3
+from benchmarks.common import mounted, over_link, s3
 from cache.readers.envvars import reader_env
+from tests.support.s3link import add_link_args
 
 LOAD = """
 import json, sys, time
@@ -49,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--embd", type=int, default=1024)
+    add_link_args(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     try:
@@ -65,7 +68,7 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-            with mounted(server, bucket, "", work, "load") as m:
+            with over_link(server, args) as view, mounted(view, bucket, "", work, "load") as m:
                 reader = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
                 reader.update(reader_env(str(m.mountpoint), str(work / "scratch")))
                 cold = load("bench/gpt2", reader)

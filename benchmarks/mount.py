@@ -1,6 +1,6 @@
 """Reads through the hf-cache mount vs boto3 and local disk, in one run against one loopback S3 server.
 
-    python3 -m benchmarks.mount [--big-mb 1000] [--shards 3] [--shard-mb 300]
+    python3 -m benchmarks.mount [--big-mb 1000] [--shards 3] [--shard-mb 300] [--link s3|loopback]
 
 (a) cold through the mount (empty node cache), (b) boto3 download_file, (c) warm through the mount in a new
 process, (d) the same bytes from local disk in a new process, (e) 4 concurrent readers of one cold file.
@@ -9,6 +9,7 @@ process, (d) the same bytes from local disk in a new process, (e) 4 concurrent r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import tempfile
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
-from benchmarks.common import mb, mounted, read_in_subprocess, s3, write_random
+from benchmarks.common import mb, mounted, over_link, read_in_subprocess, s3, write_random
+from tests.support.s3link import add_link_args
 
 SHA = "b" * 40
 
@@ -29,6 +31,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=3)
     ap.add_argument("--shard-mb", type=int, default=300)
     ap.add_argument("--server", choices=["rclone", "moto"], default="rclone", help="the loopback S3 server")
+    add_link_args(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-mount-"))
     src = work / "src"
@@ -43,11 +46,14 @@ def main() -> None:
     groups = {"big file": ["big.bin"], "model dir": [p for p in files if p.startswith("model/")]}
     results: dict[str, dict[str, float]] = {}
     try:
-        with s3(args.server) as server:
+        with s3(args.server) as server, contextlib.ExitStack() as stack:
             bucket = server.new_bucket("bench")
             client = server.client()
             for path in files:
                 client.upload_file(str(src / path), bucket, f"hub/models--b--m/snapshots/{SHA}/{path}")
+            # readers (boto3 downloads, the mounts) go through the link from here
+            server = stack.enter_context(over_link(server, args))
+            client = server.client()
             key = f"hub/models--b--m/snapshots/{SHA}/" + "{}"
             # boto3's default parallel ranged download, except on moto (see below)
             boto_config = TransferConfig(multipart_threshold=1 << 40) if args.server == "moto" else TransferConfig()
