@@ -7,10 +7,12 @@ handler replaces their values, and anything shaped like a Hugging Face token, wh
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 SECRET_ENV_VARS = (
@@ -76,19 +78,97 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """One stderr handler for the whole process; idempotent so tests can call the CLI many times."""
-    root = logging.getLogger()
-    level = logging.DEBUG if verbose else logging.INFO
-    for handler in root.handlers:
-        if getattr(handler, "_hf_cache", False):
-            root.setLevel(level)
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for pod log pipelines (Loki, Fluent Bit, CloudWatch): time, level, logger, message.
+
+    The message is redacted before it gets here (RedactingFilter), so the JSON carries no secrets either.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+LOG_FORMATS = ("text", "json")
+_bar_writer: Callable[[str], None] | None = None
+_quiet = False
+
+
+def quiet() -> bool:
+    """``-q`` was given: no progress bar either."""
+    return _quiet
+
+
+def set_bar_writer(writer: Callable[[str], None] | None) -> None:
+    """While a progress bar is drawn, log lines go through ``writer`` (above the bar) instead of into it."""
+    global _bar_writer
+    _bar_writer = writer
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    def emit(self, record: logging.LogRecord) -> None:
+        writer = _bar_writer
+        if writer is None:
+            super().emit(record)
             return
-    handler = logging.StreamHandler(sys.stderr)
-    handler._hf_cache = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
-    root.addHandler(handler)
+        try:
+            writer(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+_TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _RetryNotice(logging.Filter):
+    """botocore says it is retrying only at DEBUG: let exactly that line through, as a warning an operator sees
+    while S3 is slow to answer (instead of silence until the last retry gives up)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Retry needed, retrying"):
+            return False
+        try:
+            delay = f"{float(record.args[0]):.1f}"  # type: ignore[index]
+        except (TypeError, ValueError, IndexError):
+            delay = "a moment, "
+        record.msg, record.args = f"S3 did not answer or asked to slow down: retrying in {delay}s", None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def setup_logging(verbose: bool = False, *, quiet: bool = False, fmt: str | None = None) -> None:
+    """One stderr handler for the whole process; idempotent (each call may change level and format), so ``-v``
+    after a subcommand and tests calling the CLI many times both work. ``fmt`` None keeps the current format."""
+    global _quiet
+    root = logging.getLogger()
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    _quiet = quiet
+    handler = next((h for h in root.handlers if getattr(h, "_hf_cache", False)), None)
+    if handler is None:
+        handler = _Handler(sys.stderr)
+        handler._hf_cache = True  # type: ignore[attr-defined]
+        handler.addFilter(RedactingFilter())
+        handler.setFormatter(logging.Formatter(_TEXT))
+        root.addHandler(handler)
+        retries = logging.getLogger("botocore.retries.standard")
+        retries.setLevel(logging.DEBUG)
+        retries.addFilter(_RetryNotice())
+    if fmt is not None:
+        handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
     root.setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore", "httpx2", "httpcore2", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def set_log_format(fmt: str) -> None:
+    """Switch the format of our handler, keeping the level (``--log-format`` may come after ``-v``)."""
+    root = logging.getLogger()
+    level = root.level
+    setup_logging(quiet=_quiet, fmt=fmt)
+    root.setLevel(level)

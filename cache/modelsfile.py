@@ -21,12 +21,12 @@ from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from cache import reponame
 from cache.errors import ModelsFileError
 from cache.layout import REPO_TYPES, SHA_RE, RepoType
 
 KNOWN_KEYS = ("type", "include", "exclude", "source")
-_REPO_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
+_SHORT_SHA = re.compile(r"^[0-9a-f]{6,39}$")
 _BAD_REF_CHARS = re.compile(r"[\s~^:?*\[\\\x00-\x1f\x7f]")
 
 
@@ -59,8 +59,7 @@ class ModelEntry:
 
     @property
     def display(self) -> str:
-        kind = "" if self.repo_type == "model" else f"{self.repo_type}:"
-        return f"{kind}{self.repo_id}@{self.requested_revision}"
+        return reponame.format_repo(self.repo_id, self.repo_type, self.requested_revision)
 
     def wants(self, path: str) -> bool:
         """huggingface_hub's allow/ignore pattern semantics: a trailing ``/`` matches everything below."""
@@ -76,28 +75,14 @@ def _match(path: str, pattern: str) -> bool:
 
 
 def repo_id_problem(repo_id: str) -> str | None:
-    """Why ``repo_id`` is not a valid Hub repo id (the rules of huggingface_hub's validate_repo_id), or None."""
-    if not repo_id:
-        return "empty repo id"
-    if len(repo_id) > 96:
-        return f"repo id {repo_id!r} is longer than 96 characters"
-    parts = repo_id.split("/")
-    if len(parts) > 2:
-        return f"repo id {repo_id!r} has more than one '/'; use ORG/NAME"
-    for part in parts:
-        if not part or not _REPO_SEGMENT.match(part):
-            return f"invalid repo id {repo_id!r}: use ORG/NAME with letters, digits, '-', '_' and '.'"
-        if part[0] in "-." or part[-1] in "-.":
-            return f"invalid repo id {repo_id!r}: a part cannot start or end with '-' or '.'"
-    if "--" in repo_id or ".." in repo_id:
-        return f"invalid repo id {repo_id!r}: '--' and '..' are not allowed"
-    return None
+    """Why ``repo_id`` is not a valid Hub repo id (huggingface_hub's validate_repo_id decides), or None."""
+    return reponame.repo_id_problem(repo_id)
 
 
 def revision_problem(rev: str) -> str | None:
     """Why ``rev`` is not a branch/tag name or a full sha (git's ref-name rules), or None."""
     if not rev:
-        return "empty revision after '@'"
+        return "empty revision after '@'; drop the '@' or name a branch, tag or full sha"
     if SHA_RE.match(rev):
         return None
     if _SHORT_SHA.match(rev) and any(c.isdigit() for c in rev) and any(c in "abcdef" for c in rev):
@@ -110,13 +95,13 @@ def revision_problem(rev: str) -> str | None:
         or rev.startswith(("-", "/", "."))
         or rev.endswith(("/", ".", ".lock"))
     ):
-        return f"invalid revision {rev!r}: use a branch or tag name, or a full 40-character commit sha"
+        return f"invalid revision {rev!r}; use a branch or tag name, or a full 40-character commit sha"
     return None
 
 
 def glob_problem(pattern: str) -> str | None:
     if not pattern:
-        return "empty glob in list"
+        return "empty glob in list; remove the extra ','"
     depth = 0
     for ch in pattern:
         if ch == "[":
@@ -124,9 +109,9 @@ def glob_problem(pattern: str) -> str | None:
         elif ch == "]" and depth:
             depth -= 1
     if depth:
-        return f"bad glob {pattern!r}: unbalanced '['"
+        return f"bad glob {pattern!r}: unbalanced '['; close it with ']' or match a literal '[' as [[]"
     if pattern.startswith("/") or ".." in pattern.split("/"):
-        return f"bad glob {pattern!r}: patterns match paths inside the repo (no leading '/' or '..')"
+        return f"bad glob {pattern!r}: patterns match paths inside the repo; drop the leading '/' or '..'"
     return None
 
 
@@ -147,7 +132,7 @@ def _parse_source(value: str, writer: bool) -> tuple[Path | None, str | None]:
     if path == Path(path.anchor):
         return None, f"source {value!r} is the whole root filesystem; name the model's own folder"
     if writer and not path.is_dir():
-        return None, f"source folder {str(path)!r} does not exist or is not a folder"
+        return None, f"source folder {str(path)!r} does not exist or is not a folder; fix the path or create it"
     return path, None
 
 
@@ -181,16 +166,16 @@ def _parse_line(text: str, lineno: int, where: str, writer: bool = True) -> tupl
             bad(f"unknown option {key!r}; known options are {', '.join(KNOWN_KEYS)}")
             continue
         if key in values:
-            bad(f"option {key!r} given twice")
+            bad(f"option {key!r} given twice; keep one")
             continue
         if not value:
-            bad(f"option {key!r} has an empty value")
+            bad(f"option {key!r} has an empty value; give a value or drop the option")
             continue
         values[key] = value
 
     repo_type = values.get("type", "model")
     if repo_type not in REPO_TYPES:
-        bad(f"type={repo_type!r} is not one of {', '.join(REPO_TYPES)}")
+        bad(f"type={repo_type!r} is not one of {', '.join(REPO_TYPES)}; write type=model or type=dataset")
     globs: dict[str, tuple[str, ...]] = {}
     for key in ("include", "exclude"):
         patterns = tuple(values[key].split(",")) if key in values else ()
@@ -204,7 +189,10 @@ def _parse_line(text: str, lineno: int, where: str, writer: bool = True) -> tupl
         if msg:
             bad(msg)
         if rev is not None:
-            bad("a revision cannot be pinned with source=: the commit is derived from the folder's contents")
+            bad(
+                "a revision cannot be pinned with source=: the commit is derived from the folder's contents;"
+                " drop the @REV"
+            )
     if problems:
         return None, problems
     entry = ModelEntry(
@@ -234,6 +222,7 @@ def parse_models_text(text: str, filename: str = "models.txt", *, writer: bool =
     entries: list[ModelEntry] = []
     seen: dict[tuple[str, str, str], int] = {}
     refs: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    spellings: dict[tuple[str, str], tuple[str, int]] = {}  # (type, lower-case id) -> (first spelling, line)
     text = text.removeprefix("\ufeff")
     for lineno, raw in enumerate(text.splitlines(), start=1):
         content = _strip_comment(raw).strip()
@@ -242,6 +231,13 @@ def parse_models_text(text: str, filename: str = "models.txt", *, writer: bool =
         entry, line_problems = _parse_line(content, lineno, filename, writer)
         problems.extend(line_problems)
         if entry is None:
+            continue
+        first_spelling = spellings.setdefault((entry.repo_type, entry.repo_id.lower()), (entry.repo_id, lineno))
+        if first_spelling[0] != entry.repo_id:
+            problems.append(
+                f"{filename}:{lineno}: {entry.repo_id} and {first_spelling[0]} (line {first_spelling[1]}) are one repo"
+                " on the Hub (it ignores case) but would be two cache folders; spell it one way"
+            )
             continue
         if entry.key in seen:
             problems.append(
@@ -273,5 +269,5 @@ def parse_models_file(path: str | Path, *, writer: bool = True) -> list[ModelEnt
     except FileNotFoundError as exc:
         raise ModelsFileError([f"{path}: no such file; pass --models PATH or set HFCACHE_MODELS"]) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelsFileError([f"{path}: cannot read models file: {exc}"]) from exc
+        raise ModelsFileError([f"{path}: cannot read models file: {exc}; pass a readable UTF-8 file"]) from exc
     return parse_models_text(text, str(path), writer=writer)

@@ -468,7 +468,7 @@ def test_dry_run_prints_the_real_plan_and_writes_nothing(
     result = run_refresh(models, bucket, env, "--dry-run", "--prune", "--prune-after", "0s")
     assert result.returncode == 0, result.stderr
     head = result.stdout.splitlines()[0]
-    assert "(moves)" in head and f"upload 1 files ({size} B)" in head, result.stdout
+    assert "(moves)" in head and f"upload 1 file ({size} B)" in head, result.stdout
     assert "copy 2 files (1.0 MiB)" in head and "leave 0 files" in head
     assert f"  upload config.json ({size} B)" in result.stdout
     assert f"prune: snapshot models--team--ckpt {old_sha}" in result.stdout  # the ref moves off it, due at once

@@ -53,7 +53,13 @@ from cache.mount.config import MountConfig, parse_seconds, parse_size
     show_default=True,
     help="Port of /readyz, /healthz, /metrics.",
 )
-@click.option("--health-addr", envvar="HFCACHE_HEALTH_ADDR", default="0.0.0.0", show_default=True)
+@click.option(
+    "--health-addr",
+    envvar="HFCACHE_HEALTH_ADDR",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the health/metrics server listens on.",
+)
 @click.option(
     "--rc-port",
     envvar="HFCACHE_RC_PORT",

@@ -33,6 +33,7 @@ def rclone_binary() -> str:
 
 def rclone_env(cfg: MountConfig, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
+    env.setdefault("RCLONE_CONFIG", "/dev/null")  # the remote lives in RCLONE_CONFIG_*: no file, no NOTICE per start
     prefix = f"RCLONE_CONFIG_{REMOTE.upper()}_"
     env[prefix + "TYPE"] = "s3"
     env[prefix + "PROVIDER"] = "AWS" if not cfg.endpoint_url else "Other"

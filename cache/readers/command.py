@@ -11,9 +11,10 @@ import click
 
 from cache.errors import ConfigError, HfCacheError
 from cache.layout import mount_hub_dir
-from cache.modelsfile import parse_models_file, parse_models_text
-from cache.progress import Progress, human_bytes
+from cache.modelsfile import parse_models_file
+from cache.progress import Progress, human_bytes, plural
 from cache.readers.envvars import DEFAULT_MOUNTPOINT, reader_env
+from cache.reponame import GRAMMAR, parse_repos
 
 mountpoint_opt = click.option(
     "--mountpoint",
@@ -27,6 +28,8 @@ mountpoint_opt = click.option(
 def format_env(env: dict[str, str], fmt: str) -> str:
     if fmt == "shell":
         return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+    if fmt == "json":
+        return json.dumps(env, indent=1)
     if fmt == "dotenv":
         return "\n".join(f"{k}={v}" for k, v in env.items())
     # k8s: a container's env list; values JSON-quoted, which is valid YAML
@@ -35,24 +38,34 @@ def format_env(env: dict[str, str], fmt: str) -> str:
 
 @click.command()
 @mountpoint_opt
-@click.option("--format", "fmt", type=click.Choice(["shell", "dotenv", "k8s"]), default="shell", show_default=True)
-def env(mountpoint: str, fmt: str) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["shell", "dotenv", "k8s", "json"]),
+    default="shell",
+    show_default=True,
+    help="shell (export lines), dotenv, k8s (a container's env list) or json (an object).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
+def env(mountpoint: str, fmt: str, as_json: bool) -> None:
     """Print the environment that makes Hugging Face libraries read the mount, offline."""
-    click.echo(format_env(reader_env(mountpoint), fmt))
+    click.echo(format_env(reader_env(mountpoint), "json" if as_json else fmt))
 
 
 def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | None, str]]:
-    """(repo_id, revision, type) from REPO[@REV] arguments and/or a models file, validated like models.txt."""
-    entries = parse_models_text("\n".join(repos), "arguments") if repos else []
+    """(repo_id, revision, type) from ``[dataset:]ORG/NAME[@REV]`` arguments and/or a models file."""
+    names = parse_repos(repos)
+    specs = [(n.repo_id, n.revision, n.repo_type) for n in names]
     if models:
-        entries += parse_models_file(models, writer=False)  # reader nodes have no source= folders
-    if not entries:
-        raise ConfigError("name at least one REPO[@REV], or --models models.txt")
-    return [(e.repo_id, e.revision, e.repo_type) for e in entries]
+        entries = parse_models_file(models, writer=False)  # reader nodes have no source= folders
+        specs += [(e.repo_id, e.revision, e.repo_type) for e in entries]
+    if not specs:
+        raise ConfigError(f"name at least one {GRAMMAR}, or --models models.txt")
+    return specs
 
 
 @click.command()
-@click.argument("repos", nargs=-1)
+@click.argument("repos", nargs=-1, metavar=f"[{GRAMMAR}]...")
 @click.option("--models", type=click.Path(dir_okay=False), default=None, help="Warm every entry of a models file.")
 @mountpoint_opt
 @click.option(
@@ -62,7 +75,8 @@ def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | 
     show_default=True,
     help="Read streams in flight in all (each large file is read as several segments at once).",
 )
-def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
+def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: int, as_json: bool) -> None:
     """Read every file of the given snapshots through the mount, verified, so this node's cache holds them."""
     from cache.errors import MountError
     from cache.readers.doctor import check_mount
@@ -84,36 +98,54 @@ def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: i
         except HfCacheError as exc:
             files, nbytes = progress.files, progress.bytes
             problems.append(str(exc))
-    click.echo(f"warmed {len(found)} snapshots: {files} files, {human_bytes(nbytes)} at {human_bytes(progress.rate)}/s")
     if missing:
         problems.append("not found: " + "; ".join(r.problem or r.spec for r in missing))
+    if as_json:
+        doc = {
+            "snapshots": [r.spec for r in resolved if r.snapshot is not None],
+            "files": files,
+            "bytes": nbytes,
+            "bytes_per_second": round(progress.rate),
+            "problems": problems,
+        }
+        click.echo(json.dumps(doc, indent=1))
+    else:
+        click.echo(
+            f"warmed {plural(len(found), 'snapshot')}: {plural(files, 'file')}, {human_bytes(nbytes)}"
+            f" at {human_bytes(progress.rate)}/s"
+        )
     if problems:
         raise HfCacheError("; ".join(problems))
 
 
 @click.command()
-@click.argument("repos", nargs=-1)
+@click.argument("repos", nargs=-1, metavar=f"[{GRAMMAR}]...")
 @mountpoint_opt
 @click.option(
     "--max-age-hours", type=float, default=48.0, show_default=True, help="A refresh older than this is reported stale."
 )
-def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
+def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float, as_json: bool) -> None:
     """Check this pod or node can read models from the mount; one line per check, the fix for each failure."""
     from cache.readers.doctor import Check, check_env, check_fresh, check_mount, check_repo
 
     mp = Path(mountpoint)
+    specs = _specs(repos, None) if repos else []  # a bad name is refused before any check runs
     checks: list[Check] = []
 
     def report(*found: Check) -> None:
-        """One line as each check ends: a slow check never hides the ones before it."""
+        """One line as each check ends: a slow check never hides the ones before it (JSON: one object per line)."""
         for c in found:
             checks.append(c)
-            click.echo(c.line())
+            if as_json:
+                click.echo(json.dumps({"check": c.name, "ok": c.ok, "detail": c.detail}))
+            else:
+                click.echo(c.line())
 
     report(check_env(mountpoint, dict(os.environ)), *check_mount(mp))
     if all(c.ok for c in checks if c.name == "mount"):
         report(check_fresh(mp, max_age_hours))
-        for rid, rev, rtype in _specs(repos, None) if repos else []:
+        for rid, rev, rtype in specs:
             report(check_repo(Path(mount_hub_dir(mountpoint)), rid, rev, rtype))
     failed = [c for c in checks if not c.ok]
     if failed:

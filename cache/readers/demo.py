@@ -56,7 +56,14 @@ def _s3_server(env: dict[str, str]) -> Iterator[str]:
 def _hf(args: list[str], env: dict[str, str]) -> None:
     result = subprocess.run([sys.executable, "-m", "cache", *args], env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise HfCacheError(f"hf-cache {args[0]} failed: {result.stderr.strip().splitlines()[-1:]}")
+        raise HfCacheError(f"hf-cache {args[0]} failed: {failure_cause(result.stdout, result.stderr)}")
+
+
+def failure_cause(stdout: str, stderr: str) -> str:
+    """The lines of a failed hf-cache run that say why (a repo's FAILED line, ``error:`` lines), as plain text."""
+    lines = [ln.strip() for ln in (stdout + "\n" + stderr).splitlines() if ln.strip()]
+    cause = [ln.removeprefix("FAILED").strip() for ln in lines if ln.startswith("FAILED") or "error:" in ln]
+    return "; ".join(cause) or (lines[-1] if lines else "no output")
 
 
 def _load(repo: str, mountpoint: Path, scratch: Path) -> dict:

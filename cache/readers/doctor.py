@@ -20,6 +20,7 @@ from cache.mount import fusemount
 from cache.mount.bounded import BoundedWorker, Outcome
 from cache.readers.envvars import reader_env
 from cache.readers.warm import resolve_snapshot
+from cache.reponame import format_repo
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str
     got = _on_mount(lambda: _check_repo(hub_dir, repo_id, revision, repo_type), PROBE_TIMEOUT * 3)
     if got.ok:
         return got.value  # type: ignore[no-any-return]
-    spec = repo_id if revision is None else f"{repo_id}@{revision}"
+    spec = format_repo(repo_id, repo_type, revision)
     if got.timed_out:
         return Check(f"repo {spec}", False, _no_answer(hub_dir, got))
     return Check(f"repo {spec}", False, f"cannot read it from the mount: {got.error}")
@@ -172,6 +173,6 @@ def _check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: st
             f"repo {resolved.spec}",
             False,
             f"{len(missing)} files missing from {sha[:12]} (e.g. "
-            f"{missing[0]}); re-run refresh, then `hf-cache verify {repo_id}`",
+            f"{missing[0]}); re-publish them with `hf-cache verify --repair {resolved.spec}`",
         )
     return Check(f"repo {resolved.spec}", True, f"{sha[:12]}, {len(listed)} files, complete")

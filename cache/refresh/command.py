@@ -17,13 +17,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cache import __version__, layout
 from cache.errors import ConfigError, HfCacheError, StorageError
-from cache.modelsfile import parse_models_file
-from cache.progress import Progress, human_bytes
+from cache.modelsfile import ModelEntry, glob_problem, parse_models_file
+from cache.progress import Progress, human_bytes, plural
 from cache.refresh.lease import DEFAULT_TTL, Lease
 from cache.refresh.plan import Action
-from cache.refresh.prune import keep_sets, parse_duration, plan_prune, prune_refusal, run_prune, scan_published
+from cache.refresh.prune import (
+    apply_prune,
+    keep_sets,
+    parse_duration,
+    plan_prune,
+    prune_refusal,
+    removed_repos,
+    run_prune,
+    scan_published,
+)
 from cache.refresh.publish import (
     Publisher,
+    RepoPlan,
     RepoResult,
     Target,
     install_kill_hook,
@@ -32,8 +42,11 @@ from cache.refresh.publish import (
     remove_scratch,
     valid_manifest,
 )
+from cache.refresh.remove import describe, plan_remove, published_names
+from cache.refresh.repair import repair_entry
 from cache.refresh.source import HubSource
 from cache.refresh.uploads import abort_stale_uploads
+from cache.reponame import GRAMMAR, RepoName, case_clash, format_repo, not_published, parse_repos
 from cache.s3 import check_bucket, describe_error, make_client
 
 log = logging.getLogger("hf_cache.refresh")
@@ -53,13 +66,17 @@ endpoint_opt = click.option(
     help="S3 endpoint (MinIO, loopback). [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]",
 )
 region_opt = click.option(
-    "--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], default=None, help="S3 region. [env: AWS_REGION]"
+    "--region",
+    envvar=["AWS_REGION", "AWS_DEFAULT_REGION"],
+    default=None,
+    help="S3 region. [env: AWS_REGION, AWS_DEFAULT_REGION]",
 )
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
 
 
 def _target(bucket: str, prefix: str, endpoint_url: str | None, region: str | None, pool: int = 32) -> Target:
     client = make_client(endpoint_url, region, max_pool=pool)
-    check_bucket(client, bucket)
+    check_bucket(client, bucket, prefix)
     return Target(client, bucket, prefix.strip("/"))
 
 
@@ -69,7 +86,7 @@ def _summary(results: list[RepoResult]) -> str:
         sha = (r.sha or "-")[:12]
         if r.state == "ok":
             lines.append(
-                f"  ok      {r.entry.display} -> {sha}  {r.files} files, {human_bytes(r.bytes_total)}"
+                f"  ok      {r.entry.display} -> {sha}  {plural(r.files, 'file')}, {human_bytes(r.bytes_total)}"
                 f" (uploaded {human_bytes(r.bytes_uploaded)}, copied {human_bytes(r.bytes_copied)},"
                 f" skipped {human_bytes(r.bytes_skipped)})"
             )
@@ -78,7 +95,39 @@ def _summary(results: list[RepoResult]) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+def _ad_hoc_entries(names: list[RepoName], include: tuple[str, ...], exclude: tuple[str, ...]) -> list[ModelEntry]:
+    """Entries for repos named on the command line, checked like models.txt lines (``hf download`` style)."""
+    problems = [
+        f"--{flag} {pattern!r}: {msg}"
+        for flag, patterns in (("include", include), ("exclude", exclude))
+        for pattern in patterns
+        if (msg := glob_problem(pattern)) is not None
+    ]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return [
+        ModelEntry(n.repo_id, n.revision, n.repo_type, include=include, exclude=exclude, options=(("ad_hoc", "1"),))
+        for n in names
+    ]
+
+
+def _check_spelling(target: Target, entries: list[ModelEntry]) -> None:
+    """One repo, one spelling: ``Org/Tiny`` when ``org/tiny`` is published would be a second cache folder."""
+    known = published_names(scan_published(target))
+    problems = []
+    for e in entries:
+        spelled = case_clash(RepoName(e.repo_id, e.repo_type), known)
+        if spelled is not None:
+            problems.append(
+                f"{format_repo(e.repo_id, e.repo_type)} is published as {format_repo(spelled, e.repo_type)}"
+                " (the Hub ignores case, cache folders do not); use that spelling"
+            )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+@click.command(short_help="Publish models.txt (or the repos named) to S3.")
+@click.argument("repos", nargs=-1, metavar=f"[{GRAMMAR}]...")
 @click.option(
     "--models",
     "models_path",
@@ -98,7 +147,7 @@ def _summary(results: list[RepoResult]) -> str:
     type=click.IntRange(1, 64),
     default=4,
     show_default=True,
-    help="Files in flight at once; scratch disk needed is about workers x the largest file.",
+    help="Files in flight at once; scratch disk needed is about workers x the largest file. [env: HFCACHE_WORKERS]",
 )
 @click.option(
     "--scratch-dir",
@@ -117,8 +166,14 @@ def _summary(results: list[RepoResult]) -> str:
     help="Refuse a prune that removes more than this percentage of the published repos (or all of them).",
 )
 @click.option("--force", is_flag=True, help="Prune even what --prune-max-share refuses (e.g. every repo).")
+@click.option(
+    "--include", multiple=True, help="With REPO arguments: publish only paths matching this glob (repeatable)."
+)
+@click.option("--exclude", multiple=True, help="With REPO arguments: skip paths matching this glob (repeatable).")
+@json_opt
 @click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=DEFAULT_TTL, show_default=True, hidden=True)
 def refresh(
+    repos: tuple[str, ...],
     models_path: str,
     bucket: str,
     prefix: str,
@@ -131,20 +186,37 @@ def refresh(
     prune_after: str,
     prune_max_share: int,
     force: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    as_json: bool,
     lease_ttl: float,
 ) -> None:
     """Publish every repo in models.txt to S3 as a symlink-free Hugging Face cache.
 
+    With REPO arguments, publish just those (ad hoc, as `hf download` does), without editing models.txt; the run
+    is recorded under "ad_hoc" in status.json and leaves the scheduled run's record alone. Such a repo is not in
+    models.txt, so a later `--prune` run de-lists it and removes it after --prune-after.
+
     Exit 0 when every repo published, 1 when any failed (each named), 2 for a usage or models.txt error.
     """
-    entries = parse_models_file(models_path)  # validated whole before anything is fetched
+    ad_hoc = bool(repos)
+    if ad_hoc:
+        if prune:
+            raise ConfigError("--prune needs the whole models.txt; drop the REPO arguments or --prune")
+        entries = _ad_hoc_entries(parse_repos(repos), include, exclude)
+    else:
+        if include or exclude:
+            raise ConfigError("--include/--exclude go with REPO arguments; in models.txt write include=/exclude=")
+        entries = parse_models_file(models_path)  # validated whole before anything is fetched
     after = parse_duration(prune_after)
     hub = HubSource()
     if dry_run:
         share = prune_max_share / 100
-        _dry_run(entries, hub, bucket, prefix, endpoint_url, region, workers, prune, after, share, force)
+        _dry_run(entries, hub, bucket, prefix, endpoint_url, region, workers, prune, after, share, force, as_json)
         return
     target = _target(bucket, prefix, endpoint_url, region, pool=workers * 4 + 8)
+    if ad_hoc:
+        _check_spelling(target, entries)
     install_kill_hook(target.client)
     started = now_iso()
     t0 = time.monotonic()
@@ -163,34 +235,25 @@ def refresh(
                     lease.check()
                     results.append(publisher.publish(entry))
             lease.check()
-            old_delisted = previous.get("delisted")
-            delisted: dict[str, str] = dict(old_delisted) if isinstance(old_delisted, dict) else {}
-            pruned: list[str] = []
-            prune_refused: str | None = None
             failed = [r for r in results if r.state != "ok"]
-            if prune and failed:
-                log.warning("not pruning: %d repo(s) failed in this run", len(failed))
-            elif prune:
-                now, share = datetime.now(UTC), prune_max_share / 100
-                pruned, delisted, prune_refused = run_prune(target, results, delisted, now, after, share, force)
-            status = {
-                "hf_cache_version": __version__,
-                "models_file": models_path,
-                "started": started,
-                "ended": now_iso(),
-                "seconds": round(time.monotonic() - t0, 3),
-                "state": "ok" if not failed else "failed",
-                "repos": [r.to_json() for r in results],
-                "delisted": delisted,
-                "pruned": pruned,
-                "prune_refused": prune_refused,
-            }
-            target.put_json(layout.status_key(target.prefix), status)
+            prune_refused: str | None = None
+            if ad_hoc:
+                runs = previous.get("ad_hoc") if isinstance(previous.get("ad_hoc"), list) else []
+                run = {"started": started, "ended": now_iso(), "state": "ok" if not failed else "failed"}
+                previous["ad_hoc"] = [*runs[-19:], {**run, "repos": [r.to_json() for r in results]}]
+                target.put_json(layout.status_key(target.prefix), previous)
+            else:
+                prune_refused = _record_run(
+                    target, previous, results, models_path, started, t0, prune, after, prune_max_share, force
+                )
     except (BotoCoreError, ClientError) as exc:
         raise StorageError(describe_error(exc, bucket)) from exc
     finally:
         remove_scratch(scratch)
-    click.echo(_summary(results))
+    if as_json:
+        click.echo(json.dumps({"ad_hoc": ad_hoc, "repos": [r.to_json() for r in results]}, indent=1))
+    else:
+        click.echo(_summary(results))
     if failed:
         click.echo(
             f"hf-cache: {len(failed)} of {len(results)} repos failed: " + ", ".join(r.entry.display for r in failed),
@@ -199,6 +262,46 @@ def refresh(
         sys.exit(1)
     if prune_refused:
         raise ConfigError(prune_refused)
+
+
+def _record_run(
+    target: Target,
+    previous: dict[str, Any],
+    results: list[RepoResult],
+    models_path: str,
+    started: str,
+    t0: float,
+    prune: bool,
+    after: Any,
+    prune_max_share: int,
+    force: bool,
+) -> str | None:
+    """Prune (if asked and nothing failed) and write status.json for a models.txt run; why a prune was refused."""
+    old_delisted = previous.get("delisted")
+    delisted: dict[str, str] = dict(old_delisted) if isinstance(old_delisted, dict) else {}
+    pruned: list[str] = []
+    prune_refused: str | None = None
+    failed = [r for r in results if r.state != "ok"]
+    if prune and failed:
+        log.warning("not pruning: %d repo(s) failed in this run", len(failed))
+    elif prune:
+        now, share = datetime.now(UTC), prune_max_share / 100
+        pruned, delisted, prune_refused = run_prune(target, results, delisted, now, after, share, force)
+    status = {
+        "hf_cache_version": __version__,
+        "models_file": models_path,
+        "started": started,
+        "ended": now_iso(),
+        "seconds": round(time.monotonic() - t0, 3),
+        "state": "ok" if not failed else "failed",
+        "repos": [r.to_json() for r in results],
+        "delisted": delisted,
+        "pruned": pruned,
+        "prune_refused": prune_refused,
+        "ad_hoc": previous.get("ad_hoc", []),
+    }
+    target.put_json(layout.status_key(target.prefix), status)
+    return prune_refused
 
 
 def _dry_run(
@@ -213,35 +316,48 @@ def _dry_run(
     after: Any,
     prune_share: float = 0.5,
     force: bool = False,
+    as_json: bool = False,
 ) -> None:
     """The plan of a run, from the same decisions a run makes (resolve, then per file: upload, copy or leave), read
-    from the source and S3 and printed per repo with bytes; nothing is written anywhere."""
+    from the source and S3 and printed per repo with bytes (or as JSON); nothing is written anywhere."""
     target = _target(bucket, prefix, endpoint_url, region, pool=workers * 4 + 8)
     publisher = Publisher(target, hub, Path(tempfile.gettempdir()), workers=workers)
-    plans = []
+    plans: list[RepoPlan] = []
+    doc: dict[str, Any] = {"repos": [], "prune": None}
+
+    def say(line: str) -> None:
+        if not as_json:
+            click.echo(line)
+
     for e in entries:
         src = f"local {e.source}" if e.source else hub.shown_endpoint
         plan = publisher.plan(e)
         plans.append(plan)
+        row: dict[str, Any] = {"repo": e.display, "source": src, "sha": plan.sha, "error": plan.error}
+        doc["repos"].append(row)
         if plan.error is not None:
-            click.echo(f"{e.display}: from {src}: cannot resolve: {plan.error}")
+            say(f"{e.display}: from {src}: cannot resolve: {plan.error}")
             continue
         assert plan.sha is not None
         ref = f"refs/{e.ref_name} -> {plan.sha[:12]}" if e.ref_name else f"pinned {plan.sha[:12]}"
         ref += " (moves)" if plan.ref_moves else " (unchanged)" if e.ref_name else ""
         totals = plan.totals()
+        row.update(ref=e.ref_name, ref_moves=plan.ref_moves)
+        row["files"] = [{"path": path, "action": fp.action.value, "bytes": fp.size or 0} for path, fp in plan.files]
         parts = [
-            f"{action.value} {totals.get(action, (0, 0))[0]} files ({human_bytes(totals.get(action, (0, 0))[1])})"
+            f"{action.value} {plural(totals.get(action, (0, 0))[0], 'file')}"
+            f" ({human_bytes(totals.get(action, (0, 0))[1])})"
             for action in (Action.FETCH, Action.COPY, Action.SKIP)
         ]
-        click.echo(f"{e.display}: from {src}, {ref}: " + ", ".join(parts))
+        say(f"{e.display}: from {src}, {ref}: " + ", ".join(parts))
         for path, fp in plan.files:
             if fp.action is not Action.SKIP:
-                click.echo(f"  {fp.action.value:6} {path} ({human_bytes(fp.size or 0)})")
+                say(f"  {fp.action.value:6} {path} ({human_bytes(fp.size or 0)})")
     if prune:
         resolved = [RepoResult(p.entry, sha=p.sha, state="ok" if p.error is None else "failed") for p in plans]
         if any(r.state != "ok" for r in resolved):
-            click.echo("prune: nothing (a repo could not be resolved; a run would not prune either)")
+            say("prune: nothing (a repo could not be resolved; a run would not prune either)")
+            doc["prune"] = {"actions": [], "refused": None, "skipped": "a repo could not be resolved"}
         else:
             previous = target.get_json(layout.status_key(target.prefix))
             old = previous.get("delisted") if isinstance(previous, dict) else None
@@ -250,12 +366,15 @@ def _dry_run(
             published = scan_published(target)
             actions, _ = plan_prune(published, refs, snaps, delisted, datetime.now(UTC), after)
             refused = prune_refusal(actions, published, prune_share, force)
+            doc["prune"] = {"actions": [describe(a) for a in actions], "refused": refused}
             if refused:
-                click.echo(f"prune: a run would refuse: {refused}")
+                say(f"prune: a run would refuse: {refused}")
             for action in actions:
-                click.echo(f"prune: {action.kind} {action.folder} {action.name}")
+                say(f"prune: {action.kind} {action.folder} {action.name}")
             if not actions:
-                click.echo("prune: nothing due")
+                say("prune: nothing due")
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
     failed = [p for p in plans if p.error is not None]
     if failed:
         sys.exit(1)
@@ -279,9 +398,9 @@ def _manifests(target: Target) -> tuple[list[dict[str, Any]], list[str]]:
 @prefix_opt
 @endpoint_opt
 @region_opt
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_opt
 def ls(bucket: str, prefix: str, endpoint_url: str | None, region: str | None, as_json: bool) -> None:
-    """List published repos: id, ref -> sha, files, size, published-at."""
+    """List published snapshots: repo (as verify, rm and doctor take it), refs, sha, files, size, published-at."""
     target = _target(bucket, prefix, endpoint_url, region)
     published = scan_published(target)
     rows = []
@@ -293,6 +412,7 @@ def ls(bucket: str, prefix: str, endpoint_url: str | None, region: str | None, a
         refs = sorted(name for name, sha in published.refs.get(folder, {}).items() if sha == m["sha"])
         rows.append(
             {
+                "name": format_repo(m["repo"], m["type"]),
                 "repo": m["repo"],
                 "type": m["type"],
                 "refs": refs,
@@ -310,50 +430,229 @@ def ls(bucket: str, prefix: str, endpoint_url: str | None, region: str | None, a
         return
     click.echo(f"{'REPO':40} {'REFS':16} {'SHA':12} {'FILES':>5} {'SIZE':>10}  PUBLISHED")
     for r in rows:
-        name = r["repo"] if r["type"] == "model" else f"{r['type']}:{r['repo']}"
         click.echo(
-            f"{name:40} {','.join(r['refs']) or '-':16} {r['sha'][:12]:12} {r['files']:>5} "
+            f"{r['name']:40} {','.join(r['refs']) or '-':16} {r['sha'][:12]:12} {r['files']:>5} "
             f"{human_bytes(r['bytes']):>10}  {r['published_at']}"
         )
 
 
+def _select(target: Target, manifests: list[dict[str, Any]], names: list[RepoName]) -> list[dict[str, Any]]:
+    """The manifests ``names`` pick: every snapshot of a repo, the one a ref points at, or the one a sha names."""
+    if not names:
+        return manifests
+    known = {(m["type"], m["repo"]) for m in manifests}
+    if (problem := not_published(names, known)) is not None:
+        raise ConfigError(problem)
+    published = scan_published(target)
+    picked: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for name in names:
+        folder = layout.repo_folder_name(name.repo_id, name.repo_type)
+        want = name.pinned_sha or (published.refs.get(folder, {}).get(name.revision) if name.revision else None)
+        if name.revision and want is None:
+            refs = ", ".join(sorted(published.refs.get(folder, {}))) or "none"
+            raise ConfigError(f"{name}: no ref {name.revision!r} (refs: {refs}); name a published ref or full sha")
+        found = [
+            m
+            for m in manifests
+            if (m["type"], m["repo"]) == (name.repo_type, name.repo_id) and want in (None, m["sha"])
+        ]
+        if not found:
+            raise ConfigError(f"{name}: no published snapshot; run `hf-cache ls` to see what is")
+        for m in found:
+            picked[(m["type"], m["repo"], m["sha"])] = m
+    return list(picked.values())
+
+
+def _verify_files(target: Target, manifests: list[dict[str, Any]], progress: Progress) -> list[dict[str, str]]:
+    """Read every object of ``manifests`` back and hash it: one problem per missing or different file."""
+    bad: list[dict[str, str]] = []
+    for m in manifests:
+        for f in m["files"]:
+            key = layout.snapshot_key(target.prefix, m["repo"], m["type"], m["sha"], f["path"])
+            problem = {"repo": format_repo(m["repo"], m["type"], m["sha"]), "path": f["path"]}
+            digest = hashlib.sha256()
+            try:
+                body = target.client.get_object(Bucket=target.bucket, Key=key)["Body"]
+                for chunk in body.iter_chunks(8 * 1024 * 1024):
+                    digest.update(chunk)
+                    progress.advance(len(chunk))
+            except ClientError:
+                bad.append({**problem, "problem": "missing"})
+                continue
+            if digest.hexdigest() != f["sha256"]:
+                bad.append({**problem, "problem": "sha256 mismatch"})
+            progress.advance(0, 1)
+    return bad
+
+
 @click.command()
-@click.argument("repos", nargs=-1)
+@click.argument("repos", nargs=-1, metavar=f"[{GRAMMAR}]...")
 @bucket_opt
 @prefix_opt
 @endpoint_opt
 @region_opt
-def verify(repos: tuple[str, ...], bucket: str, prefix: str, endpoint_url: str | None, region: str | None) -> None:
-    """Re-read published objects and check them against their manifests (exit 1 on any mismatch)."""
-    target = _target(bucket, prefix, endpoint_url, region)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Re-publish exactly the missing or corrupt files found (from the Hub, at the same sha), then verify again.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="With --repair: files in flight."
+)
+@json_opt
+def verify(
+    repos: tuple[str, ...],
+    bucket: str,
+    prefix: str,
+    endpoint_url: str | None,
+    region: str | None,
+    repair: bool,
+    workers: int,
+    as_json: bool,
+) -> None:
+    """Re-read published objects and check them against their manifests (exit 1 on any mismatch).
+
+    REPO picks every snapshot of a repo, @REF the one the ref points at, @SHA that snapshot; none: everything.
+    """
+    names = parse_repos(repos)
+    target = _target(bucket, prefix, endpoint_url, region, pool=workers * 4 + 8)
     valid, corrupt = _manifests(target)
-    manifests = [m for m in valid if not repos or m["repo"] in repos]
-    missing = set(repos) - {m["repo"] for m in manifests}
-    if missing:
-        raise ConfigError(f"not published: {', '.join(sorted(missing))}; run `hf-cache ls` to see what is")
-    bad: list[str] = [f"{key} is corrupt (not a valid manifest); the next refresh replaces it" for key in corrupt]
+    manifests = _select(target, valid, names)
+    corrupt_lines = [f"{key} is corrupt (not a valid manifest); the next refresh replaces it" for key in corrupt]
     total = sum(f["size"] for m in manifests for f in m["files"])
     with Progress("verify", total_bytes=total) as progress:
-        for m in manifests:
-            for f in m["files"]:
-                key = layout.snapshot_key(target.prefix, m["repo"], m["type"], m["sha"], f["path"])
-                digest = hashlib.sha256()
-                try:
-                    body = target.client.get_object(Bucket=bucket, Key=key)["Body"]
-                    for chunk in body.iter_chunks(8 * 1024 * 1024):
-                        digest.update(chunk)
-                        progress.advance(len(chunk))
-                except ClientError:
-                    bad.append(f"{m['repo']}@{m['sha'][:12]}: {f['path']} is missing")
-                    continue
-                if digest.hexdigest() != f["sha256"]:
-                    bad.append(f"{m['repo']}@{m['sha'][:12]}: {f['path']} sha256 mismatch")
-                progress.advance(0, 1)
-    for line in bad:
-        click.echo(f"MISMATCH {line}")
-    click.echo(
-        f"verified {len(manifests)} snapshots, {human_bytes(total)}: "
-        + ("all intact" if not bad else f"{len(bad)} problems")
-    )
-    if bad:
-        raise HfCacheError(f"{len(bad)} published files do not match their manifests")
+        bad = _verify_files(target, manifests, progress)
+    repaired: list[dict[str, Any]] = []
+    if repair and bad:
+        repaired, bad = _repair(target, manifests, bad, workers)
+    if as_json:
+        doc = {
+            "snapshots": len(manifests),
+            "bytes": total,
+            "problems": bad,
+            "corrupt_manifests": corrupt,
+            "repaired": repaired,
+        }
+        click.echo(json.dumps(doc, indent=1))
+    else:
+        for r in repaired:
+            click.echo(f"REPAIRED {r['repo']}: {r['path']} ({r['problem']})")
+        for line in corrupt_lines:
+            click.echo(f"MISMATCH {line}")
+        for b in bad:
+            click.echo(f"MISMATCH {b['repo']}: {b['path']} {b['problem']}")
+        click.echo(
+            f"verified {plural(len(manifests), 'snapshot')}, {human_bytes(total)}: "
+            + ("all intact" if not bad and not corrupt else f"{plural(len(bad) + len(corrupt), 'problem')}")
+            + (f"; repaired {plural(len(repaired), 'file')}" if repaired else "")
+        )
+    if bad or corrupt:
+        hint = "" if repair else "; `hf-cache verify --repair` re-publishes them"
+        raise HfCacheError(f"{plural(len(bad) + len(corrupt), 'published file')} do not match their manifests{hint}")
+
+
+def _repair(
+    target: Target, manifests: list[dict[str, Any]], bad: list[dict[str, str]], workers: int
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Re-publish the broken snapshots through the publish path (which leaves every file S3 still vouches for and
+    re-fetches the rest), under the writer's lease, then hash them again: (repaired files, problems left)."""
+    broken = {b["repo"] for b in bad}
+    todo = [m for m in manifests if format_repo(m["repo"], m["type"], m["sha"]) in broken]
+    left: list[dict[str, str]] = []
+    scratch = make_scratch(None)
+    try:
+        with Lease(target.client, target.bucket, target.prefix) as lease:
+            lease.guard()
+            with Progress("repair") as progress:
+                publisher = Publisher(target, HubSource(), scratch, workers=workers, progress=progress)
+                for m in todo:
+                    entry, why = repair_entry(m)
+                    if entry is None:
+                        name = format_repo(m["repo"], m["type"], m["sha"])
+                        left += [
+                            {**b, "problem": f"{b['problem']}, not repaired: {why}"} for b in bad if b["repo"] == name
+                        ]
+                        continue
+                    lease.check()
+                    result = publisher.publish(entry)
+                    if result.state != "ok":
+                        name = format_repo(m["repo"], m["type"], m["sha"])
+                        left += [
+                            {**b, "problem": f"{b['problem']}, repair failed: {result.error}"}
+                            for b in bad
+                            if b["repo"] == name
+                        ]
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(describe_error(exc, target.bucket)) from exc
+    finally:
+        remove_scratch(scratch)
+    failed = {b["repo"] for b in left}
+    again = [m for m in todo if format_repo(m["repo"], m["type"], m["sha"]) not in failed]
+    with Progress("verify") as progress:
+        still = _verify_files(target, again, progress)
+    still_keys = {(b["repo"], b["path"]) for b in still}
+    repaired = [b for b in bad if b["repo"] not in failed and (b["repo"], b["path"]) not in still_keys]
+    return repaired, left + still
+
+
+@click.command(name="rm")
+@click.argument("repos", nargs=-1, required=True, metavar=f"{GRAMMAR}...")
+@bucket_opt
+@prefix_opt
+@endpoint_opt
+@region_opt
+@click.option(
+    "--max-share",
+    type=click.IntRange(0, 100),
+    default=50,
+    show_default=True,
+    help="Refuse to remove more than this percentage of the published repos (or all of them) without --force.",
+)
+@click.option("--force", is_flag=True, help="Remove even what --max-share refuses (e.g. the last repo).")
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; delete nothing.")
+@json_opt
+def rm(
+    repos: tuple[str, ...],
+    bucket: str,
+    prefix: str,
+    endpoint_url: str | None,
+    region: str | None,
+    max_share: int,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Remove published repos, refs or snapshots from S3 now, without editing models.txt.
+
+    REPO removes every ref and snapshot of it; @REF that ref (and its snapshot if no other ref points at it);
+    @SHA that snapshot and the refs pointing at it. Refs go first, then manifest, tree listing and files, as prune
+    does; a repo still in models.txt comes back on the next refresh.
+    """
+    names = parse_repos(repos)
+    target = _target(bucket, prefix, endpoint_url, region)
+    try:
+        published = scan_published(target)
+        actions, problems = plan_remove(published, names)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        if prune_refusal(actions, published, max_share / 100, force) is not None:
+            gone, every = removed_repos(actions, published), set(published.refs) | set(published.snapshots)
+            raise ConfigError(
+                f"rm would remove {len(gone)} of {len(every)} published repos, more than --max-share {max_share}%"
+                " allows (or every one); nothing was removed. If that is meant, rerun with --force"
+            )
+        removed: list[str] = []
+        if not dry_run:
+            with Lease(target.client, bucket, target.prefix) as lease:
+                lease.guard()
+                apply_prune(target, actions)
+                removed = [describe(a) for a in actions]
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(describe_error(exc, bucket)) from exc
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "actions": [describe(a) for a in actions]}, indent=1))
+        return
+    for a in actions:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {describe(a)}")
+    if not dry_run:
+        click.echo(f"removed {plural(len(removed), 'item')}")

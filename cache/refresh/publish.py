@@ -331,6 +331,7 @@ class Publisher:
         existing = t.list(snap_prefix)
         reusable = self._published_files(entry, snapshot.sha)
         result.files = len(snapshot.files)
+        self.progress.add_total(sum(f.size or 0 for f in snapshot.files), result.files)
         log.info("%s: publishing %s (%d files)", entry.display, snapshot.sha[:12], result.files)
 
         def one(file: RepoFile) -> dict[str, Any]:
@@ -461,6 +462,7 @@ class Publisher:
                     "ChecksumAlgorithm": "SHA256",
                 },
                 Config=self.transfer_config(size),
+                Callback=self.progress.advance,  # bytes as they move: a bar that moves during one long upload
             )
         finally:
             if not local_source:
@@ -485,7 +487,7 @@ class Publisher:
         with self._lock:
             result.bytes_uploaded += size
             result.files_uploaded += 1
-        self.progress.advance(size, 1)
+        self.progress.advance(0, 1)  # its bytes were counted as they were sent
         return self._record(file, size, sha256, blob_id, local_source, head.checksum)
 
     def _published_files(self, entry: ModelEntry, sha: str) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,134 @@
+"""The docs match the program: README's command tables list exactly the flags and variables click defines.
+
+`python3 -m tests.test_cli_docs` prints the tables from the click definitions (paste them into README's "Command
+reference"); the test fails when README and the code disagree in either direction, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from cache.cli import COMMANDS, LazyGroup, cli, envvars_of
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BEGIN, END = "<!-- command-reference:begin -->", "<!-- command-reference:end -->"
+# Read with os.environ outside click (not flags): each must be in README's variables table, with what it does.
+# HFCACHE_FUSE_DEVICE and HFCACHE_TEST_KILL_AFTER exist for the tests only and are listed there as such.
+_HFCACHE_VAR = re.compile(r"HFCACHE_[A-Z0-9_]+")
+
+
+def commands() -> dict[str, click.Command]:
+    ctx = click.Context(cli)
+    group: LazyGroup = cli  # type: ignore[assignment]
+    return {name: group.get_command(ctx, name) for name in sorted(COMMANDS)}  # type: ignore[misc]
+
+
+LOG_PARAMS = {"verbose", "quiet", "log_format"}  # every command takes them: one table for all
+EVERY = "(every command)"
+
+
+def options(command: click.Command) -> list[click.Option]:
+    return [p for p in command.params if isinstance(p, click.Option) and not p.hidden and p.name not in LOG_PARAMS]
+
+
+def every_command_options() -> list[click.Option]:
+    return [p for p in cli.params if isinstance(p, click.Option) and p.name in LOG_PARAMS]
+
+
+def _row(opt: click.Option) -> str:
+    flags = ", ".join(f"`{o}`" for o in [*opt.opts, *opt.secondary_opts])
+    env = ", ".join(f"`{e}`" for e in envvars_of(opt))
+    return f"| {flags} | {env} | {_cell(opt.help or '')} |"
+
+
+def _key(opt: click.Option) -> tuple[str, str]:
+    return (", ".join(f"`{o}`" for o in [*opt.opts, *opt.secondary_opts]), ", ".join(f"`{e}`" for e in envvars_of(opt)))
+
+
+def _cell(text: str) -> str:
+    return re.sub(r"\s*\[env: [^]]*\]", "", text).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def render() -> str:
+    """The reference section's tables, from the click definitions."""
+    out = [f"#### `hf-cache` {EVERY}, before or after the command's name\n"]
+    out += ["| flag | environment | what |", "|---|---|---|", *(_row(o) for o in every_command_options()), ""]
+    ctx = click.Context(cli)
+    for name, command in commands().items():
+        usage = " ".join(command.collect_usage_pieces(click.Context(command, parent=ctx, info_name=name)))
+        out.append(f"#### `hf-cache {name} {usage}`\n")
+        out.append(_cell(command.get_short_help_str(limit=200)) + "\n")
+        out.append("| flag | environment | what |")
+        out.append("|---|---|---|")
+        out += [_row(opt) for opt in options(command)]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def readme_tables() -> dict[str, set[tuple[str, str]]]:
+    """command -> {(flags, environment)} as README's reference section lists them."""
+    text = README.read_text()
+    assert BEGIN in text and END in text, "README lost its command reference markers"
+    section = text[text.index(BEGIN) : text.index(END)]
+    tables: dict[str, set[tuple[str, str]]] = {}
+    current = None
+    for line in section.splitlines():
+        if m := re.match(r"#### `hf-cache (\S+)", line):
+            current = m.group(1)
+            tables[current] = set()
+        elif line.startswith("#### `hf-cache`"):
+            current = EVERY
+            tables[current] = set()
+        elif current and line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            tables[current].add((cells[0], cells[1]))
+    return tables
+
+
+def test_readme_lists_exactly_the_flags_and_variables_of_every_command() -> None:
+    tables = readme_tables()
+    assert set(tables) == {*COMMANDS, EVERY}, "README's command reference and the CLI's commands differ"
+    assert tables[EVERY] == {_key(o) for o in every_command_options()}
+    for name, command in commands().items():
+        want = {_key(o) for o in options(command)}
+        assert {p.name for p in command.params} >= LOG_PARAMS, f"hf-cache {name} does not take -v/-q/--log-format"
+        assert tables[name] == want, (
+            f"hf-cache {name}: README lists {sorted(tables[name] - want)} that the code lacks and lacks"
+            f" {sorted(want - tables[name])}; regenerate with python3 -m tests.test_cli_docs"
+        )
+
+
+def test_every_flag_has_help_naming_its_variables() -> None:
+    for name, command in [("", cli), *commands().items()]:
+        for opt in options(command) + (every_command_options() if not name else []):
+            assert opt.help, f"hf-cache {name} {opt.opts[0]} has no --help text"
+            for env in envvars_of(opt):
+                assert env in opt.help, f"hf-cache {name} {opt.opts[0]}: --help does not name {env}"
+        help_text = command.get_help(click.Context(command, info_name=name))
+        for opt in options(command):
+            for env in envvars_of(opt):
+                assert env in help_text
+
+
+def test_every_variable_the_code_reads_is_documented() -> None:
+    text = README.read_text()
+    start = text.index(BEGIN)  # the flags' tables and the variables table after them, up to the next section
+    section = text[start : text.index("\n## ", text.index("#### Environment variables", start))]
+    source = "\n".join(p.read_text() for p in (ROOT / "cache").rglob("*.py"))
+    missing = sorted(v for v in set(_HFCACHE_VAR.findall(source)) if f"`{v}`" not in section)
+    assert not missing, f"README's environment variables table lacks {missing}"
+
+
+def test_readme_shows_the_new_commands_and_claims_only_what_is_tested() -> None:
+    text = README.read_text()
+    for usage in ("hf-cache rm ", "hf-cache verify --repair", "hf-cache completion bash", "--log-format json"):
+        assert usage in text, usage
+    assert "vLLM resolve with no code change" not in text and "and vLLM resolve" not in text
+
+
+if __name__ == "__main__":
+    print(render())
