@@ -60,6 +60,15 @@ def test_ad_hoc_refresh_then_one_grammar_across_ls_verify_and_rm(
     assert scheduled.returncode == 0, scheduled.stderr
     before = status(client, bucket)
 
+    # The plan first, as JSON: what a run would upload, nothing written.
+    plan = hf(env, bucket, "refresh", "org/tiny@v1", "--include", "*.json", "--dry-run", "--json")
+    assert plan.returncode == 0, plan.stderr
+    planned = json.loads(plan.stdout)["repos"][0]
+    assert planned["repo"] == "org/tiny@v1" and planned["sha"] == sha and planned["ref_moves"]
+    assert {f["path"] for f in planned["files"] if f["action"] == "upload"} == {
+        p.name for p in repo_dir.iterdir() if p.name.endswith(".json")
+    }
+    assert not any("models--org--tiny" in k for k in objects(client, bucket))
     # Ad hoc, as `hf download` does: no models.txt edit, --include, recorded as ad hoc.
     adhoc = hf(env, bucket, "refresh", "org/tiny@v1", "--include", "*.json", "--json")
     assert adhoc.returncode == 0, adhoc.stderr
