@@ -7,6 +7,7 @@ handler replaces their values, and anything shaped like a Hugging Face token, wh
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -142,6 +143,20 @@ class _RetryNotice(logging.Filter):
         return True
 
 
+def _silence_library_handler(library: str) -> None:
+    """huggingface_hub adds its own stderr handler on import: its lines (retries, with URLs) would print a second
+    time, unredacted and never as JSON. Import its logging set-up now (cheap) and drop that handler, so every line
+    goes through ours."""
+    try:
+        importlib.import_module(f"{library}.utils.logging")
+    except ImportError:
+        return
+    logger = logging.getLogger(library)
+    for h in list(logger.handlers):
+        if not getattr(h, "_hf_cache", False):
+            logger.removeHandler(h)
+
+
 def setup_logging(verbose: bool = False, *, quiet: bool = False, fmt: str | None = None) -> None:
     """One stderr handler for the whole process; idempotent (each call may change level and format), so ``-v``
     after a subcommand and tests calling the CLI many times both work. ``fmt`` None keeps the current format."""
@@ -159,6 +174,7 @@ def setup_logging(verbose: bool = False, *, quiet: bool = False, fmt: str | None
         retries = logging.getLogger("botocore.retries.standard")
         retries.setLevel(logging.DEBUG)
         retries.addFilter(_RetryNotice())
+    _silence_library_handler("huggingface_hub")
     if fmt is not None:
         handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
     root.setLevel(level)

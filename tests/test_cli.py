@@ -282,3 +282,19 @@ def test_rclone_started_by_the_mount_prints_no_config_file_notice(tmp_path: Path
     )
     assert result.returncode == 0, result.stderr
     assert "not found" not in result.stderr and "NOTICE" not in result.stderr, result.stderr
+
+
+def test_huggingface_hub_lines_print_once_through_our_redacting_handler() -> None:
+    """huggingface_hub's own stderr handler would print its retry lines (URLs included) a second time, unredacted."""
+    code = (
+        "import logging; from cache.logs import setup_logging; setup_logging(fmt='json');"
+        "from huggingface_hub import HfApi;"
+        "logging.getLogger('huggingface_hub.utils._http').warning("
+        "'Retrying in 1s [Retry 1/5]: GET http://user:pw-Secret99@mirror.local/api/models/org/x')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert record["message"] == "Retrying in 1s [Retry 1/5]: GET http://mirror.local/api/models/org/x"
+    assert "pw-Secret99" not in result.stderr
