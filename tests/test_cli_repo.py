@@ -129,6 +129,7 @@ def test_verify_repair_republishes_exactly_the_broken_files(
     client = s3_server.client()
     published = hf(env, bucket, "refresh", "org/tiny")
     assert published.returncode == 0, published.stderr
+    assert "%|" not in published.stderr and "it/s" not in published.stderr, published.stderr  # no second bar
     snap = f"p/hub/models--org--tiny/snapshots/{sha}"
     client.put_object(Bucket=bucket, Key=f"{snap}/config.json", Body=b"{}")  # corrupt
     client.delete_object(Bucket=bucket, Key=f"{snap}/big.bin")  # missing
@@ -238,3 +239,37 @@ def test_doctor_and_warm_take_the_same_names_and_report_json(
     assert old.returncode == 2 and "invalid repo id" in old.stderr and "Traceback" not in old.stderr
     missing = run_cli(["warm", *mp, "team/data"], {})  # the dataset named as a model
     assert missing.returncode == 1 and "team/data is not published" in missing.stderr
+
+
+def test_on_a_terminal_refresh_draws_one_byte_bar(
+    s3_server: S3Server, bucket: str, hub_server: HubServer, repo_dir: Path
+) -> None:
+    """stderr is a terminal (a pty): our bar, with bytes and total, and no per-file bar of huggingface_hub's."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    hub_server.add_repo("org/tiny", repo_dir)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal 160 columns wide
+    cmd = [sys.executable, "-m", "cache", "refresh", "org/tiny", "--bucket", bucket, "--prefix", "p"]
+    env = {**os.environ, **env_for(s3_server, hub_server)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the pty
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    assert proc.stdout is not None and "ok      org/tiny@main" in proc.stdout.read()
+    text = out.decode(errors="replace")
+    frames = [f for f in text.replace("\n", "\r").split("\r") if f.strip()]
+    assert any(f.startswith("refresh:") and "/2." in f and "B/s" in f for f in frames), frames
+    assert not any(f.startswith(("config.json", "big.bin", "model.safetensors")) for f in frames), frames
