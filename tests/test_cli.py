@@ -298,3 +298,19 @@ def test_huggingface_hub_lines_print_once_through_our_redacting_handler() -> Non
     record = json.loads(lines[0])
     assert record["message"] == "Retrying in 1s [Retry 1/5]: GET http://mirror.local/api/models/org/x"
     assert "pw-Secret99" not in result.stderr
+
+
+def test_doctor_says_1_file_for_a_one_file_snapshot(tmp_path: Path) -> None:
+    from cache.readers.doctor import check_repo
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--org--one"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(SHA)
+    (repo / "snapshots" / SHA).mkdir(parents=True)
+    (repo / "snapshots" / SHA / "config.json").write_text("{}")
+    (repo / "trees").mkdir()
+    (repo / "trees" / f"{SHA}.json").write_text(json.dumps({"format_version": 1, "files": {"config.json": {}}}))
+    check = check_repo(hub, "org/one", None, "model")
+    assert check.ok and check.detail == f"{SHA[:12]}, 1 file, complete", check
+    assert check.name == "repo org/one@main"

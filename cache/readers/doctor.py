@@ -18,6 +18,7 @@ from typing import Any
 
 from cache.mount import fusemount
 from cache.mount.bounded import BoundedWorker, Outcome
+from cache.progress import plural
 from cache.readers.envvars import reader_env
 from cache.readers.warm import resolve_snapshot
 from cache.reponame import format_repo
@@ -172,7 +173,7 @@ def _check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: st
         return Check(
             f"repo {resolved.spec}",
             False,
-            f"{len(missing)} files missing from {sha[:12]} (e.g. "
+            f"{plural(len(missing), 'file')} missing from {sha[:12]} (e.g. "
             f"{missing[0]}); re-publish them with `hf-cache verify --repair {resolved.spec}`",
         )
-    return Check(f"repo {resolved.spec}", True, f"{sha[:12]}, {len(listed)} files, complete")
+    return Check(f"repo {resolved.spec}", True, f"{sha[:12]}, {plural(len(listed), 'file')}, complete")

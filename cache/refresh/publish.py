@@ -28,7 +28,7 @@ from cache import __version__, layout
 from cache.errors import HfCacheError, HubError, IntegrityError, StorageError
 from cache.logs import redact
 from cache.modelsfile import ModelEntry
-from cache.progress import Progress
+from cache.progress import Progress, plural
 from cache.refresh.checksums import MULTIPART_THRESHOLD, Digest, is_multipart, part_size_for, same_checksum
 from cache.refresh.plan import Action, Candidate, FilePlan, ObjectState, decide, vouched
 from cache.refresh.source import (
@@ -332,7 +332,7 @@ class Publisher:
         reusable = self._published_files(entry, snapshot.sha)
         result.files = len(snapshot.files)
         self.progress.add_total(sum(f.size or 0 for f in snapshot.files), result.files)
-        log.info("%s: publishing %s (%d files)", entry.display, snapshot.sha[:12], result.files)
+        log.info("%s: publishing %s (%s)", entry.display, snapshot.sha[:12], plural(result.files, "file"))
 
         def one(file: RepoFile) -> dict[str, Any]:
             return self._publish_file(entry, source, snapshot, file, existing, reusable, result)
