@@ -22,7 +22,7 @@ demo *ARGS:
     hf-cache demo {{ARGS}}
 
 # Every benchmark, one after the other.
-bench: bench-refresh bench-mount bench-load bench-cold
+bench: bench-refresh bench-mount bench-load bench-cold bench-tier
 
 # hf-cache refresh vs rclone copy to the same loopback S3.
 bench-refresh *ARGS:
@@ -39,6 +39,10 @@ bench-load *ARGS:
 # The cold path over an S3-like link (90 MB/s per connection, +30 ms per request): mount vs boto3, every pattern.
 bench-cold *ARGS:
     {{python}} -m benchmarks.cold {{ARGS}}
+
+# Warm reads through HF_HOME at the node tier (hf-cache mount --tier-dir) vs local files: read() and from_pretrained.
+bench-tier *ARGS:
+    {{python}} -m benchmarks.tier {{ARGS}}
 
 # Render a cluster's overlay from its values and Terraform outputs: `just render example`.
 render CLUSTER:

@@ -88,14 +88,15 @@ def read_by_node(cache_dir: Path, remote_path: str, rel: str) -> tuple[bool, flo
     for remote_dir in remote_dirs(cache_dir):
         data, meta = cache_paths(cache_dir, remote_dir, remote_path, rel)
         try:
-            st = data.stat()
-        except OSError:
-            continue
-        if st.st_blocks == 0 and st.st_size > 0:
-            continue
-        try:
-            atime = _epoch(str(json.loads(meta.read_bytes()).get("ATime", "")))
+            info = json.loads(meta.read_bytes())
+            ranges, atime = info.get("Rs") or [], _epoch(str(info.get("ATime", "")))
         except (OSError, ValueError, AttributeError):
-            atime = None
-        return True, atime
+            ranges, atime = [], None
+        try:
+            st = data.stat()
+            has_data = st.st_blocks > 0 or st.st_size == 0
+        except OSError:
+            has_data = False
+        if has_data or ranges:  # rclone may drop a data file and keep its record (seen with large files)
+            return True, atime
     return False, None
