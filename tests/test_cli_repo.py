@@ -106,7 +106,11 @@ def test_ad_hoc_refresh_then_one_grammar_across_ls_verify_and_rm(
     missing_ref = hf(env, bucket, "verify", "org/tiny@v9")
     assert missing_ref.returncode == 2 and "no ref 'v9'" in missing_ref.stderr
 
-    # rm: refs first, then files; the last repo needs --force (prune's guard).
+    # rm: refs first, then files; the last repo needs --force (prune's guard). --dry-run deletes nothing.
+    keys_before = set(objects(client, bucket))
+    dry = hf(env, bucket, "rm", "org/tiny@v1", "--dry-run")
+    assert dry.returncode == 0 and "would remove ref org/tiny@v1" in dry.stdout, dry.stdout + dry.stderr
+    assert set(objects(client, bucket)) == keys_before
     removed = hf(env, bucket, "rm", "org/tiny@v1", "--json")
     assert removed.returncode == 0, removed.stderr
     assert json.loads(removed.stdout)["actions"] == ["ref org/tiny@v1", f"snapshot org/tiny@{sha}"]
