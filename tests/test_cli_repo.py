@@ -84,6 +84,9 @@ def test_ad_hoc_refresh_then_one_grammar_across_ls_verify_and_rm(
     assert after["repos"] == before["repos"] and after["ended"] == before["ended"]  # the scheduled record is kept
     assert after["ad_hoc"][-1]["repos"][0]["repo"] == "org/tiny" and after["ad_hoc"][-1]["state"] == "ok"
     assert check_refs_complete(client, bucket) == 2
+    again = hf(env, bucket, "refresh", "--models", str(models))  # the next scheduled run keeps the ad hoc record
+    assert again.returncode == 0, again.stderr
+    assert status(client, bucket)["ad_hoc"] == after["ad_hoc"]
 
     # ls prints the names every other command takes.
     rows = json.loads(hf(env, bucket, "ls", "--json").stdout)
