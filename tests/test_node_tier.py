@@ -288,3 +288,32 @@ def test_tier_that_does_not_contain_the_mountpoint_is_one_clear_line(tmp_path: P
     assert result.stderr.startswith("hf-cache: error: --tier-dir") and "must be inside it" in result.stderr
     result = run_cli(["node", "ls", "--tier-dir", str(tmp_path)], {})
     assert result.returncode == 2 and "is not a node tier" in result.stderr
+
+
+def test_a_moved_ref_reaches_the_tier_within_the_freshness_bound(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Refresh publishes a new commit: the tier's refs/main names it within a few seconds (mount --freshness 1 s,
+    then the agent's sync every --freshness), and only once its snapshot is built; the old snapshot still reads."""
+    src = tmp_path / "src"
+    files = make_repo(src)
+    publish(s3_server, bucket, src)
+    root = tmp_path / "node"
+    m = mount_tier(s3_server, bucket, root)
+    try:
+        ref = root / "hub" / REPO / "refs" / "main"
+        wait_for("refs/main in the tier", ref.is_file, mount=m)
+        old = ref.read_text()
+        (src / "config.json").write_bytes(b'{"model_type": "gpt2", "v": 2}')
+        publish(s3_server, bucket, src)
+        published = time.monotonic()
+        wait_for("the new commit in the tier", lambda: ref.read_text() != old, timeout=30, mount=m)
+        took = time.monotonic() - published
+        new = ref.read_text()
+        assert (root / "hub" / REPO / "snapshots" / new / "config.json").read_bytes().endswith(b'"v": 2}')
+        assert (root / "hub" / REPO / "trees" / f"{new}.json").is_file()
+        assert (root / "hub" / REPO / "snapshots" / old / "config.json").read_bytes() == files["config.json"]
+        assert took < 10, f"ref reached the tier {took:.1f}s after the refresh"
+        print(f"moved ref in the tier {took:.1f}s after the refresh ended")
+    finally:
+        m.stop()

@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cache.errors import IntegrityError
+from cache.mount.refresher import vfs_refresh
 from cache.node import evict as ev
 from cache.node import vfscache
 from cache.node.promote import promote_by_fetch, promote_from_file
@@ -59,6 +60,7 @@ class NodeAgent:
         registry: CollectorRegistry | None = None,
         freshness: float = 30.0,
         rclone_cap: int = 0,
+        rc_port: int | None = None,
         interval: float = 1.0,
     ) -> None:
         self.tier = tier
@@ -66,12 +68,19 @@ class NodeAgent:
         self.remote_path = remote_path
         self.cap = cap
         self.rclone_cap = rclone_cap
+        self.rc_port = rc_port
+        self._logged: set[str] = set()  # sync problems already logged (each once, not every tick)
         self.metrics = NodeMetrics(registry or CollectorRegistry(), cap)
         self.freshness = freshness
         self.interval = interval
         self._last_sync = -1e18
         self._acted: dict[tuple[str, str, str], float] = {}  # entry -> when last promoted, refused or evicted
         self._wanted: set[tuple[str, str, str]] = set()  # entries the node read, not yet promoted
+
+    def _relist(self, dirs: list[str]) -> None:
+        """Ask rclone to re-list ``dirs`` (asked only for a manifest a ref names but the listing lacks)."""
+        assert self.rc_port is not None
+        vfs_refresh(self.rc_port, dirs, 30.0)
 
     def _rclone_bytes(self) -> int:
         return ev.usage(self.cache_dir / "vfs")
@@ -140,10 +149,12 @@ class NodeAgent:
     def tick(self) -> None:
         now = time.monotonic()
         if now - self._last_sync >= self.freshness:
-            res = sync(self.tier)
+            res = sync(self.tier, self._relist if self.rc_port else None)
             self._last_sync = now
             for p in res.problems or []:
-                log.warning("%s", p)
+                if p not in self._logged:
+                    self._logged.add(p)
+                    log.warning("%s", p)
         entries = load_entries(self.tier)
         hot = {(e.repo, e.sha256) for e in entries if self.tier.is_hot(e)}
         for e in entries:
@@ -186,6 +197,7 @@ def start_for_mount(cfg: object, registry: CollectorRegistry, stop: threading.Ev
         registry,
         freshness=min(cfg.freshness, 30.0),  # type: ignore[attr-defined]
         rclone_cap=cfg.cache_max_bytes,  # type: ignore[attr-defined]
+        rc_port=cfg.rc_port,  # type: ignore[attr-defined]
     )
     log.info("node tier at %s (HF_HOME for job pods), cap %d bytes for hot tier + rclone cache", tier.root, agent.cap)
     return agent.start(stop)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,12 +188,13 @@ class SyncResult:
     problems: list[str] | None = None
 
 
-def sync(tier: Tier) -> SyncResult:
+def sync(tier: Tier, relist: Callable[[list[str]], object] | None = None) -> SyncResult:
     """Bring the tier's refs, trees and snapshot folders in line with the mount (calls on the mount: run bounded).
 
     A new snapshot is built whole (every entry a link, hot if its blob is here, else cold, and its tree listing)
     before any ref names it; refs are then replaced atomically. So a ref in the tier always names a complete
-    snapshot, as in the bucket.
+    snapshot, as in the bucket. The mount re-lists refs/snapshots/trees after a refresh, not the manifests folder:
+    a new commit's manifest missing from the listing is re-listed once through ``relist`` (rclone rc vfs/refresh).
     """
     res = SyncResult(problems=[])
     assert res.problems is not None
@@ -208,7 +210,13 @@ def sync(tier: Tier) -> SyncResult:
             if tier.manifest_copy(repo, sha).is_file():
                 continue
             try:
-                raw = tier.manifest_on_mount(repo, sha).read_bytes()
+                try:
+                    raw = tier.manifest_on_mount(repo, sha).read_bytes()
+                except FileNotFoundError:
+                    if relist is None:
+                        raise
+                    relist([f"{META_DIR}/manifests", f"{META_DIR}/manifests/{repo}"])
+                    raw = tier.manifest_on_mount(repo, sha).read_bytes()
                 entries = entries_from_manifest(repo, sha, raw)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 res.problems.append(f"{repo}@{sha[:12]}: no usable manifest ({exc}); served cold from the mount")
@@ -226,5 +234,10 @@ def sync(tier: Tier) -> SyncResult:
         for name, sha in refs.items():
             if local.get(name) != sha and tier.manifest_copy(repo, sha).is_file():
                 write_atomic(tier, tier.hub / repo / "refs" / name, sha.encode())  # no newline, as published
+                res.refs_changed += 1
+        if (repo_dir / "refs").is_dir():  # a ref removed from the bucket (prune) goes; its snapshot stays readable
+            for name in set(local) - set(refs):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tier.hub / repo / "refs" / name)
                 res.refs_changed += 1
     return res
