@@ -137,3 +137,13 @@ def test_a_ref_is_written_only_after_its_snapshot_is_complete(tmp_path: Path) ->
     res = sync(tier)
     assert res.problems and "no usable manifest" in res.problems[0]
     assert ref.read_text() == e.sha
+
+
+def test_temp_files_of_a_killed_promotion_are_removed_at_start(tmp_path: Path) -> None:
+    from cache.node.agent import NodeAgent
+
+    tier, _, _ = _fake_published(tmp_path, b"abc")
+    left = tier.tmp_name()
+    left.write_bytes(b"half a blob")
+    agent = NodeAgent(tier, tmp_path / "rclone-cache", "b/p", cap=1 << 30)
+    assert agent.clean_temp() == 1 and not left.exists()

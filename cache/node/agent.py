@@ -9,6 +9,7 @@ in the data path: a dead agent or rclone leaves every hot file readable (plain f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -168,7 +169,20 @@ class NodeAgent:
         self.metrics.cold_entries.set(sum(1 for e in entries if (e.repo, e.sha256) not in hot))
         self.metrics.usage.set(hot_bytes + self._rclone_bytes())
 
+    def clean_temp(self) -> int:
+        """Temp blobs and links left by a killed agent take disk and count against nothing: removed at start."""
+        removed = 0
+        tmp = self.tier.state / "tmp"
+        if tmp.is_dir():
+            for p in tmp.iterdir():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed += 1
+        return removed
+
     def run(self, stop: threading.Event) -> None:
+        if removed := self.clean_temp():
+            log.info("removed %d temp files a previous run left in %s", removed, self.tier.state / "tmp")
         while not stop.is_set():
             try:
                 self.tick()
