@@ -105,7 +105,7 @@ def test_readme_lists_exactly_the_flags_and_variables_of_every_command() -> None
 def test_every_flag_has_help_naming_its_variables() -> None:
     for name, command in [("", cli), *commands().items()]:
         for opt in options(command) + (every_command_options() if not name else []):
-            assert opt.help, f"hf-cache {name} {opt.opts[0]} has no --help text"
+            assert _cell(opt.help or ""), f"hf-cache {name} {opt.opts[0]} has no --help text (beyond its variables)"
             for env in envvars_of(opt):
                 assert env in opt.help, f"hf-cache {name} {opt.opts[0]}: --help does not name {env}"
         help_text = command.get_help(click.Context(command, info_name=name))

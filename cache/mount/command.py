@@ -22,7 +22,7 @@ from cache.mount.config import MountConfig, parse_seconds, parse_size
     envvar="HFCACHE_MOUNTPOINT",
     default="/mnt/hf_cache",
     show_default=True,
-    help="[env: HFCACHE_MOUNTPOINT]",
+    help="Where the bucket is mounted, read-only. [env: HFCACHE_MOUNTPOINT]",
 )
 @click.option(
     "--cache-dir",
@@ -44,7 +44,12 @@ from cache.mount.config import MountConfig, parse_seconds, parse_size
     default=None,
     help="S3 endpoint. [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]",
 )
-@click.option("--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], default=None, help="[env: AWS_REGION]")
+@click.option(
+    "--region",
+    envvar=["AWS_REGION", "AWS_DEFAULT_REGION"],
+    default=None,
+    help="S3 region. [env: AWS_REGION, AWS_DEFAULT_REGION]",
+)
 @click.option(
     "--health-port",
     envvar="HFCACHE_HEALTH_PORT",
