@@ -1,7 +1,8 @@
 """The docs match the program: README's command tables list exactly the flags and variables click defines.
 
-`python3 -m tests.test_cli_docs` prints the tables from the click definitions (paste them into README's "Command
-reference"); the test fails when README and the code disagree in either direction, so they cannot drift apart.
+`python3 -m tests.test_cli_docs --write` rewrites README's "Command reference" tables from the click definitions
+(without ``--write`` it prints them); the test fails when README and the code disagree in either direction, so they
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def test_readme_lists_exactly_the_flags_and_variables_of_every_command() -> None
         assert {p.name for p in command.params} >= LOG_PARAMS, f"hf-cache {name} does not take -v/-q/--log-format"
         assert tables[name] == want, (
             f"hf-cache {name}: README lists {sorted(tables[name] - want)} that the code lacks and lacks"
-            f" {sorted(want - tables[name])}; regenerate with python3 -m tests.test_cli_docs"
+            f" {sorted(want - tables[name])}; regenerate with python3 -m tests.test_cli_docs --write"
         )
 
 
@@ -130,5 +131,14 @@ def test_readme_shows_the_new_commands_and_claims_only_what_is_tested() -> None:
     assert "vLLM resolve with no code change" not in text and "and vLLM resolve" not in text
 
 
+def write_readme() -> None:
+    """Replace README's reference tables with ``render()`` (what ``--write`` does after a flag changes)."""
+    text = README.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN) + 1, text.index(END)
+    README.write_text(text[:start] + render() + "\n" + text[end:])
+
+
 if __name__ == "__main__":
-    print(render())
+    import sys
+
+    write_readme() if "--write" in sys.argv else print(render())
