@@ -317,3 +317,29 @@ def test_a_moved_ref_reaches_the_tier_within_the_freshness_bound(
         print(f"moved ref in the tier {took:.1f}s after the refresh ended")
     finally:
         m.stop()
+
+
+def test_doctor_explains_the_tier_in_a_pod_environment(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
+    """HF_HOME is the tier (as `hf-cache env` sets it in a job pod): doctor says what is hot and cold, checks the
+    rclone mount below it (not HF_HOME, which is a plain folder now), and resolves repos in the tier."""
+    from cache.readers.envvars import reader_env
+
+    src = tmp_path / "src"
+    make_repo(src)
+    publish(s3_server, bucket, src)
+    root = tmp_path / "node"
+    m = mount_tier(s3_server, bucket, root)
+    try:
+        wait_for("refs/main in the tier", lambda: (root / "hub" / REPO / "refs" / "main").is_file(), mount=m)
+        snap = snapshot(root)
+        (snap / "config.json").read_bytes()
+        wait_for("config.json hot", lambda: is_hot(snap / "config.json"), mount=m)
+        pod = {**reader_env(str(root)), "HFCACHE_MOUNTPOINT": str(root)}
+        result = run_cli(["doctor", "org/m"], pod)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert any(ln.startswith(f"[ok] tier: {root} is this node's tier: 1 files hot") for ln in lines), lines
+        assert any(ln.startswith(f"[ok] mount: {root / 'mnt'} is a live FUSE mount") for ln in lines), lines
+        assert any(ln.startswith("[ok] repo org/m") and "complete" in ln for ln in lines), lines
+    finally:
+        m.stop()

@@ -67,3 +67,26 @@ def ls(tier_dir: str, as_json: bool) -> None:
         )
     if not rows:
         click.echo("the tier holds no snapshot yet")
+
+
+def tier_check(home: Path) -> tuple[tuple[bool, str] | None, Path]:
+    """For ``hf-cache doctor``: (ok, a line explaining the tier) when ``home`` is a node tier, and the folder whose
+    FUSE mount doctor should check (the tier's mount, or ``home`` itself). Never touches a mount: when ``home`` is
+    one (no tier; it may be hung), it is left to doctor's bounded checks; the tier itself is local files."""
+    from cache.mount import fusemount
+
+    if fusemount.mount_fstype(home) is not None:  # /proc only
+        return None, home
+    tier = open_tier(home)
+    if tier is None:
+        return None, home
+    rows = summary(home)
+    hot = sum(r["hot_files"] for r in rows)
+    cold = sum(r["cold_files"] for r in rows)
+    hot_bytes = sum(r["hot_bytes"] for r in rows)
+    return (
+        True,
+        f"{home} is this node's tier: {hot} files hot (local, verified, {human_bytes(hot_bytes)}: they read even "
+        f"while the mount is down), {cold} cold (read through the mount at {tier.mountpoint} until this node has "
+        "read them once); `hf-cache node ls` lists them",
+    ), tier.mountpoint

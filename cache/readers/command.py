@@ -142,9 +142,12 @@ def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float, as_jso
             else:
                 click.echo(c.line())
 
-    report(check_env(mountpoint, dict(os.environ)), *check_mount(mp))
+    from cache.node.command import tier_check
+
+    tier, fuse_mp = tier_check(mp)  # HF_HOME may be the node tier (docs/node-tier.md), its mount below it
+    report(check_env(mountpoint, dict(os.environ)), *([Check("tier", *tier)] if tier else []), *check_mount(fuse_mp))
     if all(c.ok for c in checks if c.name == "mount"):
-        report(check_fresh(mp, max_age_hours))
+        report(check_fresh(fuse_mp, max_age_hours))
         for rid, rev, rtype in specs:
             report(check_repo(Path(mount_hub_dir(mountpoint)), rid, rev, rtype))
     failed = [c for c in checks if not c.ok]
