@@ -160,6 +160,9 @@ def test_kill_9_of_rclone_hot_files_never_fail_cold_files_heal(
         healed = time.monotonic() - killed
         assert healed < 30 and m.metrics()["hfcache_rclone_restarts_total"] >= 1
         print(f"{reads} hot reads, {fails} failed; cold file readable {healed:.1f}s after the kill")
+        os.killpg(m.proc.pid, signal.SIGKILL)  # the whole DaemonSet container: supervisor, agent and rclone
+        m.proc.wait(timeout=10)
+        assert [p.read_bytes() for p in hot] == [files["config.json"], files["weights.bin"]]
     finally:
         m.stop()
 
