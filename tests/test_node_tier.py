@@ -346,3 +346,20 @@ def test_doctor_explains_the_tier_in_a_pod_environment(s3_server: S3Server, buck
         assert any(ln.startswith("[ok] repo org/m") and "complete" in ln for ln in lines), lines
     finally:
         m.stop()
+
+
+def test_a_starting_node_fills_its_tier_at_once_not_after_the_freshness_interval(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The agent starts before rclone has mounted: it syncs as soon as the mount is there, not a --freshness (30 s,
+    the default) later, so pods starting with the node find their models."""
+    src = tmp_path / "src"
+    make_repo(src)
+    publish(s3_server, bucket, src)
+    root = tmp_path / "node"
+    m = mount_tier(s3_server, bucket, root, "--freshness", "30s")
+    try:
+        took = wait_for("refs/main in the tier", lambda: (root / "hub" / REPO / "refs" / "main").is_file(), mount=m)
+        assert took < 10, took
+    finally:
+        m.stop()

@@ -151,7 +151,8 @@ class NodeAgent:
         now = time.monotonic()
         if now - self._last_sync >= self.freshness:
             res = sync(self.tier, self._relist if self.rc_port else None)
-            self._last_sync = now
+            if res.mounted:  # until the mount is up (node start, self-heal), try again every tick
+                self._last_sync = now
             for p in res.problems or []:
                 if p not in self._logged:
                     self._logged.add(p)

@@ -186,6 +186,7 @@ class SyncResult:
     snapshots_added: int = 0
     refs_changed: int = 0
     problems: list[str] | None = None
+    mounted: bool = False  # the mount's hub/ was there to sync from
 
 
 def sync(tier: Tier, relist: Callable[[list[str]], object] | None = None) -> SyncResult:
@@ -201,6 +202,7 @@ def sync(tier: Tier, relist: Callable[[list[str]], object] | None = None) -> Syn
     describe(tier)
     if not tier.mount_hub.is_dir():
         return res
+    res.mounted = True
     for repo_dir in sorted(tier.mount_hub.iterdir()):
         repo = repo_dir.name
         if not repo_dir.is_dir() or "--" not in repo:
