@@ -29,6 +29,9 @@ log = logging.getLogger("hf_cache.node")
 # rclone's own LRU limit as a share of the node cap: it holds cold files being read until they are promoted; the
 # rest is for hot blobs (the tier evicts blobs whenever both together exceed the cap).
 RCLONE_SHARE = 0.25
+# How often the tree is synced from the mount. Cheap (a listing and the refs, which rclone serves from its caches;
+# a manifest only for a new commit), so a moved ref reaches the tier within the mount's --freshness + this + 1 s.
+SYNC_EVERY = 5.0
 
 
 class NodeMetrics:
@@ -210,7 +213,7 @@ def start_for_mount(cfg: object, registry: CollectorRegistry, stop: threading.Ev
         cfg.remote_path,  # type: ignore[attr-defined]
         cfg.tier_cap_bytes,  # type: ignore[attr-defined]
         registry,
-        freshness=min(cfg.freshness, 30.0),  # type: ignore[attr-defined]
+        freshness=min(cfg.freshness, SYNC_EVERY),  # type: ignore[attr-defined]
         rclone_cap=cfg.cache_max_bytes,  # type: ignore[attr-defined]
         rc_port=cfg.rc_port,  # type: ignore[attr-defined]
     )
