@@ -71,6 +71,7 @@ class Progress:
         self.tty = self.stream.isatty() if tty is None else tty
         self.bytes = 0
         self.files = 0
+        self.downloaded = 0  # bytes fetched from the Hub on their way to S3 (``bytes`` counts what reached S3)
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -119,6 +120,13 @@ class Progress:
                 if nfiles:
                     self._bar.set_postfix_str(self._files_text(), refresh=False)
 
+    def received(self, nbytes: int) -> None:
+        """Count bytes downloaded (from the Hub) before they are uploaded: shown beside the bar, not in its total."""
+        with self._lock:
+            self.downloaded += nbytes
+            if self._bar is not None:
+                self._bar.set_postfix_str(self._files_text(), refresh=False)
+
     @property
     def rate(self) -> float:
         elapsed = max(time.monotonic() - self.started, 1e-6)
@@ -126,7 +134,7 @@ class Progress:
 
     def _files_text(self) -> str:
         n = plural(self.files, "file") if not self.total_files else f"{self.files}/{self.total_files} files"
-        return n
+        return n + (f", downloaded {human_bytes(self.downloaded)}" if self.downloaded else "")
 
     def line(self) -> str:
         size = (

@@ -280,3 +280,19 @@ def test_on_a_terminal_refresh_draws_one_byte_bar(
     frames = [f for f in text.replace("\n", "\r").split("\r") if f.strip()]
     assert any(f.startswith("refresh:") and "/2." in f and "B/s" in f for f in frames), frames
     assert not any(f.startswith(("config.json", "big.bin", "model.safetensors")) for f in frames), frames
+
+
+def test_hub_download_bytes_are_counted_as_they_arrive(
+    s3_server: S3Server, bucket: str, hub_server: HubServer, repo_dir: Path
+) -> None:
+    """A Hub file is downloaded, then uploaded: progress counts the download too (huggingface_hub's tqdm_class hook),
+    so a long download is not a stalled line."""
+    from cache.progress import human_bytes
+
+    hub_server.add_repo("org/tiny", repo_dir)
+    total = sum(p.stat().st_size for p in repo_dir.rglob("*") if p.is_file())
+    result = hf(env_for(s3_server, hub_server), bucket, "refresh", "org/tiny")
+    assert result.returncode == 0, result.stderr
+    done = next(ln for ln in result.stderr.splitlines() if "hf_cache.progress" in ln and "done in" in ln)
+    shown = human_bytes(total)
+    assert f"downloaded {shown}, {shown}/{shown}" in done, done

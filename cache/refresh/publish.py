@@ -443,7 +443,10 @@ class Publisher:
             self.progress.advance(plan.size, 1)
             return self._record(file, plan.size, plan.sha256, plan.blob_id, local_source, head.checksum)
 
-        path = source.fetch(entry, snapshot, file, self.scratch)
+        if local_source:
+            path = source.fetch(entry, snapshot, file, self.scratch)
+        else:  # bytes counted as they arrive: the progress moves during a long download too
+            path = source.fetch(entry, snapshot, file, self.scratch, on_bytes=self.progress.received)
         try:
             if local_source:
                 # Hashed while the folder was resolved; what S3 receives is checked against that hash below.

@@ -12,10 +12,11 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Any, Protocol
 
 from cache.errors import ConfigError, GatedRepoError, HubError, IntegrityError
 from cache.layout import SHA_RE
@@ -331,8 +332,19 @@ class HubSource:
         blob_id = file.blob_id or (etag if SHA_RE.match(etag) else None)
         return RepoFile(file.path, file.size if file.size is not None else meta.size, sha256, blob_id)
 
-    def fetch(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile, dest_dir: Path) -> Path:
-        """Download one file into ``dest_dir`` (scratch: one file per worker at a time bounds the disk)."""
+    def fetch(
+        self,
+        entry: ModelEntry,
+        snapshot: Snapshot,
+        file: RepoFile,
+        dest_dir: Path,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Download one file into ``dest_dir`` (scratch: one file per worker at a time bounds the disk).
+
+        ``on_bytes`` hears each chunk as it arrives (refresh's progress), through huggingface_hub's ``tqdm_class``
+        hook: no bar of its own is drawn.
+        """
         from huggingface_hub import hf_hub_download
 
         work = Path(tempfile.mkdtemp(prefix="dl-", dir=dest_dir))
@@ -345,6 +357,7 @@ class HubSource:
                 local_dir=work,
                 endpoint=self.endpoint,
                 token=self.token if self.token else False,
+                tqdm_class=counting_tqdm(on_bytes) if on_bytes is not None else None,
             )
         except Exception as exc:
             shutil.rmtree(work, ignore_errors=True)
@@ -353,6 +366,23 @@ class HubSource:
         os.replace(path, final)
         shutil.rmtree(work, ignore_errors=True)
         return final
+
+
+def counting_tqdm(on_bytes: Callable[[int], None]) -> type:
+    """A tqdm class that draws nothing and passes every ``update(n)`` to ``on_bytes``."""
+    from tqdm import tqdm
+
+    class _Counting(tqdm):  # type: ignore[misc,type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if n:
+                on_bytes(int(n))
+            return None
+
+    return _Counting
 
 
 def source_for(entry: ModelEntry, hub: HubSource) -> Source:
