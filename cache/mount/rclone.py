@@ -1,4 +1,4 @@
-"""The rclone command line for the mount, chosen by measurement (see README.md "The mount" and the shared notes).
+"""The rclone command line for the mount, chosen by measurement (see README.md "The mount" and docs/measurements.md).
 
 ``mount2`` (go-fuse) read about 2x faster warm with half the CPU of ``mount`` here, so it is the default. The S3
 remote is configured through ``RCLONE_CONFIG_*`` variables with ``env_auth``, so rclone takes credentials the way

@@ -1,6 +1,6 @@
 """A Hub-compatible HTTP server on 127.0.0.1, serving repos from local folders.
 
-It answers the endpoints huggingface_hub uses to resolve and download a repo (see shared/notes/hf-cache-layout.md):
+It answers the endpoints huggingface_hub uses to resolve and download a repo (see docs/measurements.md):
 repo info with ``?blobs=true`` metadata, HEAD/GET of ``resolve`` URLs with ``X-Repo-Commit``/``ETag``, Range reads,
 typed errors through ``X-Error-Code``, gated repos that need ``Authorization: Bearer <token>``. Knobs let tests act
 like an independent server (no sizes/LFS metadata), serve corrupt bytes, or list hostile file names.
