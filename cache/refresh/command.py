@@ -287,11 +287,16 @@ def _record_run(
     elif prune:
         now, share = datetime.now(UTC), prune_max_share / 100
         pruned, delisted, prune_refused = run_prune(target, results, delisted, now, after, share, force)
+    ended = now_iso()
+    # The end of the last run whose repos all published: a node that starts after a failed run still knows how
+    # fresh the cache is (hfcache_refresh_last_success_timestamp_seconds; cache/mount/freshness.py reads it).
+    last_success = ended if not failed else previous.get("last_success")
     status = {
         "hf_cache_version": __version__,
         "models_file": models_path,
         "started": started,
-        "ended": now_iso(),
+        "ended": ended,
+        "last_success": last_success if isinstance(last_success, str) else None,
         "seconds": round(time.monotonic() - t0, 3),
         "state": "ok" if not failed else "failed",
         "repos": [r.to_json() for r in results],
