@@ -75,9 +75,14 @@ class Held:
     server_now: float  # epoch seconds, the response's Date header (S3's clock)
 
 
+def expires_in(age: float, ttl: float) -> float:
+    """Pure: seconds (S3's clock) until a lease of this ``age`` expires; <= 0 once it may be taken over."""
+    return ttl + CLOCK_SLACK - age
+
+
 def is_expired(last_modified: float, ttl: float, server_now: float) -> bool:
     """Pure: whether a lease last written at ``last_modified`` with ``ttl`` may be taken over at ``server_now``."""
-    return server_now - last_modified >= ttl + CLOCK_SLACK
+    return expires_in(server_now - last_modified, ttl) <= 0
 
 
 def wait_for_expiry(age: float, ttl: float) -> float | None:
@@ -87,10 +92,11 @@ def wait_for_expiry(age: float, ttl: float) -> float | None:
     two renewals: its holder is most likely dead, and waiting out the rest of its TTL lets a CronJob retry take over
     instead of failing. A younger lease looks live: refuse at once rather than block a person's second run.
     """
-    if age >= ttl + CLOCK_SLACK:
+    left = expires_in(age, ttl)
+    if left <= 0:
         return 0.0
     if age >= ttl / 2 + CLOCK_SLACK:
-        return ttl + CLOCK_SLACK - age
+        return left
     return None
 
 
