@@ -35,7 +35,7 @@ from pathlib import Path
 from boto3.s3.transfer import TransferConfig
 
 from benchmarks.common import s3
-from cache.readers.envvars import reader_env
+from hf_cache.readers.envvars import reader_env
 from tests.support.s3link import S3Link, add_link_args, link_params
 from tests.support.s3server import S3Server
 
@@ -156,7 +156,7 @@ class Bench:
         with s3("moto") as moto:
             bucket = moto.new_bucket("cold")
             out = subprocess.run(
-                [sys.executable, "-m", "cache", "refresh", "--models", str(models), "--bucket", bucket],
+                [sys.executable, "-m", "hf_cache", "refresh", "--models", str(models), "--bucket", bucket],
                 env={**os.environ, **moto.env()},
                 capture_output=True,
                 text=True,
@@ -281,7 +281,7 @@ class Bench:
             with self.mount("warm") as m:
                 t0 = time.perf_counter()
                 out = subprocess.run(
-                    [sys.executable, "-m", "cache", "warm", "bench/model", "--mountpoint", str(m.mountpoint)],
+                    [sys.executable, "-m", "hf_cache", "warm", "bench/model", "--mountpoint", str(m.mountpoint)],
                     capture_output=True,
                     text=True,
                 )

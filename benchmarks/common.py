@@ -36,7 +36,7 @@ def s3(kind: str = "moto", root: Path | None = None) -> Iterator[S3Server]:
     if kind == "moto":
         server = start_s3_server()
     else:
-        from cache.mount.rclone import rclone_binary
+        from hf_cache.mount.rclone import rclone_binary
         from tests.support.net import free_port, wait_http
         from tests.support.s3server import CREDENTIALS
 

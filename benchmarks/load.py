@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import mounted, over_link, s3
-from cache.readers.envvars import reader_env
+from hf_cache.readers.envvars import reader_env
 from tests.support.s3link import add_link_args
 
 LOAD = """
@@ -63,7 +63,7 @@ def main() -> None:
             bucket = server.new_bucket("load")
             env = {**os.environ, **server.env()}
             subprocess.run(
-                [sys.executable, "-m", "cache", "refresh", "--models", str(models), "--bucket", bucket],
+                [sys.executable, "-m", "hf_cache", "refresh", "--models", str(models), "--bucket", bucket],
                 env=env,
                 check=True,
                 capture_output=True,

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.common import mb, s3, write_random
-from cache.mount.rclone import rclone_binary
+from hf_cache.mount.rclone import rclone_binary
 
 
 def recorded_requests(endpoint: str, action: str) -> int:
@@ -102,7 +102,7 @@ def main() -> None:
         recorded_requests(server.endpoint, "start-recording")
         t0 = time.perf_counter()
         rerun = subprocess.run(
-            [sys.executable, "-m", "cache", "refresh", "--models", str(models), "--bucket", last_bucket],
+            [sys.executable, "-m", "hf_cache", "refresh", "--models", str(models), "--bucket", last_bucket],
             env=env,
             check=True,
             capture_output=True,

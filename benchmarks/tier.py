@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.common import read_in_subprocess, s3, start_mount, write_random
 from benchmarks.load import load, make_model
-from cache.readers.envvars import reader_env
+from hf_cache.readers.envvars import reader_env
 
 SHA_BIG, SHA_MODEL = "b" * 40, "c" * 40
 
@@ -84,7 +84,9 @@ def main() -> None:
                     time.sleep(0.2)
                 env = {**os.environ, **server.env(), "HFCACHE_MOUNTPOINT": str(node / "mnt")}
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "cache", "warm", "bench/big", "bench/gpt2"], env=env, check=True)
+                subprocess.run(
+                    [sys.executable, "-m", "hf_cache", "warm", "bench/big", "bench/gpt2"], env=env, check=True
+                )
                 links += [p for p in (node / f"hub/models--bench--gpt2/snapshots/{SHA_MODEL}").rglob("*")]
                 while not all("/blobs/" in "/" + os.readlink(p) for p in links if p.is_symlink()):
                     if time.monotonic() - t0 > 900:

@@ -1,3 +1,3 @@
-from cache.cli import main
+from hf_cache.cli import main
 
 main()

@@ -17,26 +17,26 @@ import sys
 
 import click
 
-from cache import __version__
-from cache.errors import HfCacheError
-from cache.logs import LOG_FORMATS, set_log_format, setup_logging
+from hf_cache import __version__
+from hf_cache.errors import HfCacheError
+from hf_cache.logs import LOG_FORMATS, set_log_format, setup_logging
 
 # name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
-    "refresh": "cache.refresh.command:refresh",
-    "ls": "cache.refresh.command:ls",
-    "verify": "cache.refresh.command:verify",
-    "rm": "cache.refresh.command:rm",
-    "mount": "cache.mount.command:mount",
-    "env": "cache.readers.command:env",
-    "warm": "cache.readers.command:warm",
-    "doctor": "cache.readers.command:doctor",
-    "demo": "cache.readers.demo:demo",
-    "render": "cache.deploy.render:render",
-    "inject": "cache.deploy.inject:inject",
-    "node": "cache.node.command:node",
-    "version": "cache.cli:version",
-    "completion": "cache.cli:completion",
+    "refresh": "hf_cache.refresh.command:refresh",
+    "ls": "hf_cache.refresh.command:ls",
+    "verify": "hf_cache.refresh.command:verify",
+    "rm": "hf_cache.refresh.command:rm",
+    "mount": "hf_cache.mount.command:mount",
+    "env": "hf_cache.readers.command:env",
+    "warm": "hf_cache.readers.command:warm",
+    "doctor": "hf_cache.readers.command:doctor",
+    "demo": "hf_cache.readers.demo:demo",
+    "render": "hf_cache.deploy.render:render",
+    "inject": "hf_cache.deploy.inject:inject",
+    "node": "hf_cache.node.command:node",
+    "version": "hf_cache.cli:version",
+    "completion": "hf_cache.cli:completion",
 }
 
 

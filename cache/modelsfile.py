@@ -21,9 +21,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from cache import reponame
-from cache.errors import ModelsFileError
-from cache.layout import REPO_TYPES, SHA_RE, RepoType
+from hf_cache import reponame
+from hf_cache.errors import ModelsFileError
+from hf_cache.layout import REPO_TYPES, SHA_RE, RepoType
 
 KNOWN_KEYS = ("type", "include", "exclude", "source")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{6,39}$")

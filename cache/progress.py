@@ -1,7 +1,7 @@
 """Progress for long work: a byte bar (total, rate, ETA) on a terminal, a log line every 10 s in a pod.
 
 On a terminal the bar is tqdm's (huggingface_hub already depends on it) and advances as bytes move, not per whole
-file; log lines printed meanwhile go above the bar (``cache.logs`` writes through the active bar), never into it.
+file; log lines printed meanwhile go above the bar (``hf_cache.logs`` writes through the active bar), never into it.
 In a pod (no TTY) a heartbeat thread logs a line every ``interval`` seconds whether or not a byte moved since, so a
 single long upload is never silent and a stuck one shows as a line with the same bytes.
 """
@@ -16,7 +16,7 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
-from cache import logs
+from hf_cache import logs
 
 log = logging.getLogger("hf_cache.progress")
 DEFAULT_INTERVAL = 10.0

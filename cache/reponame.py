@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from cache.errors import ConfigError
-from cache.layout import REPO_TYPES, SHA_RE, RepoType
+from hf_cache.errors import ConfigError
+from hf_cache.layout import REPO_TYPES, SHA_RE, RepoType
 
 GRAMMAR = "[dataset:]ORG/NAME[@REV]"
 
@@ -70,7 +70,7 @@ def repo_id_problem(repo_id: str) -> str | None:
 
 def parse_repo(text: str) -> RepoName:
     """``[dataset:]ORG/NAME[@REV]`` -> RepoName, or ConfigError saying what is wrong and what to write."""
-    from cache.modelsfile import revision_problem  # the models.txt revision rules, one copy
+    from hf_cache.modelsfile import revision_problem  # the models.txt revision rules, one copy
 
     spec = text.strip()
     repo_type: str = "model"

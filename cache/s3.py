@@ -15,7 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from cache.errors import ConfigError, StorageError
+from hf_cache.errors import ConfigError, StorageError
 
 
 def check_endpoint(url: str, source: str = "--endpoint-url / AWS_ENDPOINT_URL") -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cache.errors import IntegrityError
+from hf_cache.errors import IntegrityError
 
 MiB = 1024 * 1024
 

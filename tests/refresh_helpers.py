@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cache import layout
+from hf_cache import layout
 
 
 def run_refresh(
@@ -38,7 +38,7 @@ def run_refresh(
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cache", *args],
+        [sys.executable, "-m", "hf_cache", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

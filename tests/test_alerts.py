@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from cache.mount.metrics import MountMetrics
+from hf_cache.mount.metrics import MountMetrics
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from cache.errors import ConfigError, ModelsFileError
-from cache.layout import repo_folder_name
-from cache.modelsfile import parse_models_text
-from cache.progress import Progress, eta_seconds, plural
-from cache.refresh.prune import Published
-from cache.refresh.remove import folder_repo, plan_remove
-from cache.reponame import RepoName, format_repo, not_published, parse_repo, parse_repos
+from hf_cache.errors import ConfigError, ModelsFileError
+from hf_cache.layout import repo_folder_name
+from hf_cache.modelsfile import parse_models_text
+from hf_cache.progress import Progress, eta_seconds, plural
+from hf_cache.refresh.prune import Published
+from hf_cache.refresh.remove import folder_repo, plan_remove
+from hf_cache.reponame import RepoName, format_repo, not_published, parse_repo, parse_repos
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 SHA2 = "89abcdef0123456789abcdef0123456789abcdef"
@@ -28,7 +28,7 @@ SHA2 = "89abcdef0123456789abcdef0123456789abcdef"
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cache", *args],
+        [sys.executable, "-m", "hf_cache", *args],
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
@@ -205,7 +205,7 @@ def test_version_and_completion() -> None:
 
 def test_json_log_format_is_one_redacted_object_per_line() -> None:
     code = (
-        "import logging; from cache.logs import setup_logging; setup_logging(fmt='json');"
+        "import logging; from hf_cache.logs import setup_logging; setup_logging(fmt='json');"
         "logging.getLogger('hf_cache.x').info('token %s here', 'hf_SecretSecret1234')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
@@ -255,7 +255,7 @@ def test_terminal_bar_shows_bytes_total_rate_and_eta_as_bytes_move() -> None:
 
 def test_log_lines_go_above_the_bar_not_into_it() -> None:
     code = (
-        "import io, logging, sys; from cache.logs import setup_logging; from cache.progress import Progress;"
+        "import io, logging, sys; from hf_cache.logs import setup_logging; from hf_cache.progress import Progress;"
         "setup_logging(); p = Progress('refresh', total_bytes=100, tty=True, stream=sys.stderr); p.advance(50);"
         "logging.getLogger('hf_cache.x').warning('LOGLINE'); p.close()"
     )
@@ -273,8 +273,8 @@ def test_eta() -> None:
 
 # -- rclone's config notice -----------------------------------------------------------------------------------------
 def test_rclone_started_by_the_mount_prints_no_config_file_notice(tmp_path: Path) -> None:
-    from cache.mount.config import MountConfig
-    from cache.mount.rclone import rclone_binary, rclone_env
+    from hf_cache.mount.config import MountConfig
+    from hf_cache.mount.rclone import rclone_binary, rclone_env
 
     env = rclone_env(MountConfig(bucket="b"), base={"HOME": str(tmp_path), "PATH": os.environ["PATH"]})
     result = subprocess.run(
@@ -287,7 +287,7 @@ def test_rclone_started_by_the_mount_prints_no_config_file_notice(tmp_path: Path
 def test_huggingface_hub_lines_print_once_through_our_redacting_handler() -> None:
     """huggingface_hub's own stderr handler would print its retry lines (URLs included) a second time, unredacted."""
     code = (
-        "import logging; from cache.logs import setup_logging; setup_logging(fmt='json');"
+        "import logging; from hf_cache.logs import setup_logging; setup_logging(fmt='json');"
         "from huggingface_hub import HfApi;"
         "logging.getLogger('huggingface_hub.utils._http').warning("
         "'Retrying in 1s [Retry 1/5]: GET http://user:pw-Secret99@mirror.local/api/models/org/x')"
@@ -301,7 +301,7 @@ def test_huggingface_hub_lines_print_once_through_our_redacting_handler() -> Non
 
 
 def test_doctor_says_1_file_for_a_one_file_snapshot(tmp_path: Path) -> None:
-    from cache.readers.doctor import check_repo
+    from hf_cache.readers.doctor import check_repo
 
     hub = tmp_path / "hub"
     repo = hub / "models--org--one"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cache.cli import COMMANDS, LazyGroup, cli, envvars_of
+from hf_cache.cli import COMMANDS, LazyGroup, cli, envvars_of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cache import layout
+from hf_cache import layout
 from tests.refresh_helpers import check_refs_complete, objects, read, run_cli, status
 from tests.support.hubserver import HubServer
 from tests.support.s3server import S3Server
@@ -189,7 +189,7 @@ def test_a_line_says_s3_is_being_retried_before_the_retries_give_up(s3_server: S
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed: every connection is refused
-    cmd = [sys.executable, "-m", "cache", "ls", "--bucket", bucket, "--endpoint-url", f"http://127.0.0.1:{port}"]
+    cmd = [sys.executable, "-m", "hf_cache", "ls", "--bucket", bucket, "--endpoint-url", f"http://127.0.0.1:{port}"]
     env = {**s3_server.env()}
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
     try:
@@ -260,7 +260,7 @@ def test_on_a_terminal_refresh_draws_one_byte_bar(
     hub_server.add_repo("org/tiny", repo_dir)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal 160 columns wide
-    cmd = [sys.executable, "-m", "cache", "refresh", "org/tiny", "--bucket", bucket, "--prefix", "p"]
+    cmd = [sys.executable, "-m", "hf_cache", "refresh", "org/tiny", "--bucket", bucket, "--prefix", "p"]
     env = {**os.environ, **env_for(s3_server, hub_server)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=slave, text=True)
     os.close(slave)
@@ -287,7 +287,7 @@ def test_hub_download_bytes_are_counted_as_they_arrive(
 ) -> None:
     """A Hub file is downloaded, then uploaded: progress counts the download too (huggingface_hub's tqdm_class hook),
     so a long download is not a stalled line."""
-    from cache.progress import human_bytes
+    from hf_cache.progress import human_bytes
 
     hub_server.add_repo("org/tiny", repo_dir)
     total = sum(p.stat().st_size for p in repo_dir.rglob("*") if p.is_file())

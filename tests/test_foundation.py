@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cache import layout
-from cache.logs import MASK, RedactingFilter, redact
+from hf_cache import layout
+from hf_cache.logs import MASK, RedactingFilter, redact
 from tests.support.s3server import S3Server
 
 
@@ -69,9 +69,9 @@ def _listed_commands(help_text: str) -> set[str]:
 def test_cli_help_lists_every_command_and_each_one_loads() -> None:
     from click.testing import CliRunner
 
-    from cache.cli import cli
+    from hf_cache.cli import cli
 
-    out = subprocess.run([sys.executable, "-m", "cache", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "hf_cache", "--help"], capture_output=True, text=True, check=True)
     listed = _listed_commands(out.stdout)
     assert listed >= EXPECTED_COMMANDS, f"missing from the CLI: {sorted(EXPECTED_COMMANDS - listed)}"
     runner = CliRunner()
@@ -80,3 +80,18 @@ def test_cli_help_lists_every_command_and_each_one_loads() -> None:
         assert result.exit_code == 0, (name, result.output, result.exception)
         assert result.output.startswith(f"Usage: cli {name} ") or result.output.startswith(f"Usage: {name}"), name
     assert _listed_commands("Commands:\n  models  List models\n") == {"models"}  # no substring matches
+
+
+def test_every_subpackage_ships_as_hf_cache() -> None:
+    """cache/ imports as hf_cache through setuptools' package-dir, which needs every subpackage listed: a folder
+    missing from pyproject.toml works in an editable checkout and is absent from the image's wheel."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"] == {"hf_cache": "cache"}
+    folders = {
+        "hf_cache" + ("." + ".".join(p.parent.relative_to(root / "cache").parts) if p.parent != root / "cache" else "")
+        for p in (root / "cache").rglob("__init__.py")
+    }
+    assert set(config["packages"]) == folders, "list every folder of cache/ under [tool.setuptools] packages"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cache.deploy.inject import POD_SPEC_PATHS, component_replacements, wiring
-from cache.readers.envvars import reader_env
+from hf_cache.deploy.inject import POD_SPEC_PATHS, component_replacements, wiring
+from hf_cache.readers.envvars import reader_env
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cache.deploy.inject import NODE_PATH, NODE_TIER
-from cache.readers.envvars import reader_env
+from hf_cache.deploy.inject import NODE_PATH, NODE_TIER
+from hf_cache.readers.envvars import reader_env
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -471,7 +471,7 @@ def test_render_refuses_a_bad_value_in_one_line(tmp_path: Path, values: dict, tf
     "schedule", ["17 */6 * * *", "0 0 1,15 * *", "*/5 9-17 * JAN-MAR mon-fri", "@daily", "0 3 ? * 0"]
 )
 def test_render_accepts_what_a_cronjob_accepts(schedule: str) -> None:
-    from cache.deploy.values import check_cron
+    from hf_cache.deploy.values import check_cron
 
     assert check_cron(schedule, "values.json") == schedule
 
@@ -493,7 +493,7 @@ def test_mount_runs_with_a_read_only_root_filesystem(s3_server, bucket: str, s3_
     port, rc_port = free_port(), free_port()
     mountpoint = tmp_path / "node" / "mnt"
     (tmp_path / "node").mkdir()
-    mount = [sys.executable, "-m", "cache", "mount", "--bucket", bucket, "--mountpoint", str(mountpoint)]
+    mount = [sys.executable, "-m", "hf_cache", "mount", "--bucket", bucket, "--mountpoint", str(mountpoint)]
     mount += ["--cache-dir", str(tmp_path / "cache"), "--health-addr", "127.0.0.1", "--health-port", str(port)]
     mount += ["--rc-port", str(rc_port)]
     script = (

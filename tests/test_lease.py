@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from cache import layout
-from cache.errors import LeaseHeldError, LeaseLostError
-from cache.readers.loopback import free_port, stop, wait_http
-from cache.refresh.lease import CLOCK_SLACK, MAX_TTL, Lease, is_expired, trusted_until, wait_for_expiry
+from hf_cache import layout
+from hf_cache.errors import LeaseHeldError, LeaseLostError
+from hf_cache.readers.loopback import free_port, stop, wait_http
+from hf_cache.refresh.lease import CLOCK_SLACK, MAX_TTL, Lease, is_expired, trusted_until, wait_for_expiry
 from tests.refresh_helpers import objects, read, run_refresh
 from tests.support.s3server import CREDENTIALS, S3Server
 
@@ -121,7 +121,7 @@ def test_a_killed_holders_lease_is_taken_over_after_the_ttl(s3_server: S3Server,
     ttl = 2.0
     code = (
         "import os, signal, sys, boto3\n"
-        "from cache.refresh.lease import Lease\n"
+        "from hf_cache.refresh.lease import Lease\n"
         f"c = boto3.client('s3', endpoint_url={s3_server.endpoint!r})\n"
         f"Lease(c, {bucket!r}, {PREFIX!r}, ttl={ttl}).acquire()\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -142,8 +142,8 @@ def test_a_killed_holders_lease_is_taken_over_after_the_ttl(s3_server: S3Server,
 
 _CONTENDER = """
 import sys, time, boto3
-from cache.errors import LeaseHeldError
-from cache.refresh.lease import Lease
+from hf_cache.errors import LeaseHeldError
+from hf_cache.refresh.lease import Lease
 endpoint, bucket, rounds, step = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 client = boto3.client("s3", endpoint_url=endpoint)
 client.list_buckets()  # imported and connected: ready
@@ -230,8 +230,8 @@ def test_takeover_is_conditional_on_the_lease_it_saw(s3_server: S3Server, bucket
 
 _PAUSED_HOLDER = """
 import sys, time, boto3
-from cache.errors import LeaseLostError
-from cache.refresh.lease import Lease
+from hf_cache.errors import LeaseLostError
+from hf_cache.refresh.lease import Lease
 endpoint, bucket, prefix = sys.argv[1:4]
 client = boto3.client("s3", endpoint_url=endpoint)
 lease = Lease(client, bucket, prefix, ttl=1.5)
@@ -327,7 +327,7 @@ def test_a_paused_refresh_resumed_after_a_takeover_writes_no_ref(
     models_b.write_text(f"team/slow source=file://{slow_b}\n")
     ref_first = layout.ref_key(PREFIX, "team/first", "model", "main")
     ref_slow = layout.ref_key(PREFIX, "team/slow", "model", "main")
-    cmd = [sys.executable, "-m", "cache", "refresh", "--models", str(models_a), "--bucket", bucket]
+    cmd = [sys.executable, "-m", "hf_cache", "refresh", "--models", str(models_a), "--bucket", bucket]
     cmd += ["--prefix", PREFIX, "--workers", "2", "--lease-ttl", "1.5"]
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

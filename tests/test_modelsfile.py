@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cache.errors import ModelsFileError
-from cache.modelsfile import parse_models_file, parse_models_text
+from hf_cache.errors import ModelsFileError
+from hf_cache.modelsfile import parse_models_file, parse_models_text
 from tests.refresh_helpers import run_cli, run_refresh
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

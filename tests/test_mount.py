@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cache.mount import fusemount
-from cache.mount.supervisor import cache_dir_usage
+from hf_cache.mount import fusemount
+from hf_cache.mount.supervisor import cache_dir_usage
 from tests.support.s3server import S3Server
 
 SHA1 = "1" * 40

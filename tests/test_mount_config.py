@@ -16,7 +16,7 @@ from tests.test_mount import ROOT, SHA1, publish
 def _run(args: list[str], env: dict[str, str], tmp_path: Path, timeout: float = 30) -> subprocess.CompletedProcess:
     base = ["--mountpoint", str(tmp_path / "mnt"), "--cache-dir", str(tmp_path / "cache")]
     base += ["--health-port", "0", "--health-addr", "127.0.0.1"]
-    cmd = [sys.executable, "-m", "cache", "mount", *base, *args]
+    cmd = [sys.executable, "-m", "hf_cache", "mount", *base, *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -64,7 +64,7 @@ def test_endpoint_without_scheme_is_one_line_in_refresh_and_ls(tmp_path: Path) -
     models = tmp_path / "models.txt"
     models.write_text("org/m\n")
     for args in (["ls", "--bucket", "b"], ["refresh", "--bucket", "b", "--models", str(models)]):
-        result = subprocess.run([sys.executable, "-m", "cache", *args], env=env, capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "hf_cache", *args], env=env, capture_output=True, text=True)
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("hf-cache: error: "), result.stderr

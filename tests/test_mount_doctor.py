@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from cache.mount import fusemount
+from hf_cache.mount import fusemount
 from tests.support.s3server import S3Server
 from tests.test_mount import ROOT, SHA1, publish, wait_for
 
@@ -17,7 +17,7 @@ from tests.test_mount import ROOT, SHA1, publish, wait_for
 def _doctor(mountpoint, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "cache", "doctor", "org/m", "--mountpoint", str(mountpoint)],
+        [sys.executable, "-m", "hf_cache", "doctor", "org/m", "--mountpoint", str(mountpoint)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from cache.mount import fusemount
-from cache.mount.supervisor import HUNG_AFTER
+from hf_cache.mount import fusemount
+from hf_cache.mount.supervisor import HUNG_AFTER
 from tests.support.s3server import S3Server
 from tests.test_mount import ROOT, SHA1, publish, wait_for
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from cache.errors import ConfigError, MountError
-from cache.mount.bounded import BoundedWorker
-from cache.mount.checks import check_directory, classify_start_failure, split_rclone_args, take_lock
-from cache.mount.config import parse_size
-from cache.mount.freshness import parse_status
-from cache.s3 import check_endpoint, make_client
+from hf_cache.errors import ConfigError, MountError
+from hf_cache.mount.bounded import BoundedWorker
+from hf_cache.mount.checks import check_directory, classify_start_failure, split_rclone_args, take_lock
+from hf_cache.mount.config import parse_size
+from hf_cache.mount.freshness import parse_status
+from hf_cache.s3 import check_endpoint, make_client
 
 
 @pytest.mark.parametrize(("text", "expected"), [("500G", 500 * 1024**3), ("200Gi", 200 * 1024**3), ("8M", 8 << 20)])
@@ -117,9 +117,9 @@ def test_bounded_worker_never_runs_two_calls_nor_waits_past_its_bound() -> None:
 
 
 def test_ready_only_reads_state_and_healthz_is_503_when_the_loop_stalls(tmp_path: Path) -> None:
-    from cache.mount.config import MountConfig
-    from cache.mount.health import start_health_server
-    from cache.mount.supervisor import HEARTBEAT_STALE, Supervisor
+    from hf_cache.mount.config import MountConfig
+    from hf_cache.mount.health import start_health_server
+    from hf_cache.mount.supervisor import HEARTBEAT_STALE, Supervisor
 
     sup = Supervisor(MountConfig(bucket="b", mountpoint=tmp_path / "mnt", cache_dir=tmp_path / "c"))
     sup.metrics.up.set(1)

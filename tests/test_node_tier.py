@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from cache.node import evict as ev
+from hf_cache.node import evict as ev
 from tests.node_helpers import is_hot, mount_tier, publish, wait_for
 from tests.refresh_helpers import run_cli
 from tests.support.s3server import S3Server
@@ -325,7 +325,7 @@ def test_a_moved_ref_reaches_the_tier_within_the_freshness_bound(
 def test_doctor_explains_the_tier_in_a_pod_environment(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
     """HF_HOME is the tier (as `hf-cache env` sets it in a job pod): doctor says what is hot and cold, checks the
     rclone mount below it (not HF_HOME, which is a plain folder now), and resolves repos in the tier."""
-    from cache.readers.envvars import reader_env
+    from hf_cache.readers.envvars import reader_env
 
     src = tmp_path / "src"
     make_repo(src)

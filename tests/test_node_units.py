@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cache.errors import ConfigError, IntegrityError
-from cache.node import evict as ev
-from cache.node.promote import promote_from_file
-from cache.node.tree import Entry, Tier, entries_from_manifest, sync
-from cache.node.vfscache import _epoch, covered
+from hf_cache.errors import ConfigError, IntegrityError
+from hf_cache.node import evict as ev
+from hf_cache.node.promote import promote_from_file
+from hf_cache.node.tree import Entry, Tier, entries_from_manifest, sync
+from hf_cache.node.vfscache import _epoch, covered
 
 
 def test_covered_counts_each_byte_once() -> None:
@@ -140,7 +140,7 @@ def test_a_ref_is_written_only_after_its_snapshot_is_complete(tmp_path: Path) ->
 
 
 def test_temp_files_of_a_killed_promotion_are_removed_at_start(tmp_path: Path) -> None:
-    from cache.node.agent import NodeAgent
+    from hf_cache.node.agent import NodeAgent
 
     tier, _, _ = _fake_published(tmp_path, b"abc")
     left = tier.tmp_name()

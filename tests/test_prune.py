@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cache.refresh.prune import (
+from hf_cache.refresh.prune import (
     PruneAction,
     Published,
     apply_prune,
@@ -18,7 +18,7 @@ from cache.refresh.prune import (
     prune_refusal,
     removed_repos,
 )
-from cache.refresh.publish import Target
+from hf_cache.refresh.publish import Target
 from tests.refresh_helpers import check_refs_complete, objects, read, run_refresh, status
 from tests.support.s3server import S3Server
 
@@ -181,7 +181,7 @@ def test_apply_removes_refs_then_manifest_then_tree_then_files(
 
     client.meta.events.register("before-parameter-build.s3.DeleteObject", record)
     client.meta.events.register("before-parameter-build.s3.DeleteObjects", record)
-    from cache.refresh.prune import scan_published
+    from hf_cache.refresh.prune import scan_published
 
     pub = scan_published(target)
     keep = "models--team--keep"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cache.readers.envvars import reader_env
+from hf_cache.readers.envvars import reader_env
 from tests.refresh_helpers import run_cli, run_refresh
 from tests.support.hubserver import HubServer
 from tests.support.mounting import RunningMount, start_mount

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cache import layout
+from hf_cache import layout
 from tests.refresh_helpers import check_refs_complete, objects, read, run_cli, run_refresh, status
 from tests.support.hubserver import HubServer
 from tests.support.s3server import S3Server
@@ -196,7 +196,7 @@ def test_missing_bucket_is_one_clear_line(s3_server: S3Server, s3_env: dict[str,
 def test_second_concurrent_run_is_refused_by_the_lease(
     s3_server: S3Server, bucket: str, tmp_path: Path, repo_dir: Path
 ) -> None:
-    from cache.refresh.lease import Lease
+    from hf_cache.refresh.lease import Lease
 
     models = tmp_path / "models.txt"
     models.write_text(f"team/ckpt source=file://{repo_dir}\n")
@@ -213,7 +213,7 @@ def test_second_concurrent_run_is_refused_by_the_lease(
 
 
 def test_expired_lease_of_a_killed_run_is_taken_over(s3_server: S3Server, bucket: str) -> None:
-    from cache.refresh.lease import Lease
+    from hf_cache.refresh.lease import Lease
 
     dead = Lease(s3_server.client(), bucket, "p", ttl=-1)  # as if its holder died long ago
     assert dead._create()

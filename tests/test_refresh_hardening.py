@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from cache import layout
-from cache.refresh.checksums import MULTIPART_THRESHOLD, PART_SIZE, b64_of_hex, composite, part_size_for
-from cache.refresh.plan import Action, Candidate, ObjectState, decide
-from cache.refresh.source import RepoFile
+from hf_cache import layout
+from hf_cache.refresh.checksums import MULTIPART_THRESHOLD, PART_SIZE, b64_of_hex, composite, part_size_for
+from hf_cache.refresh.plan import Action, Candidate, ObjectState, decide
+from hf_cache.refresh.source import RepoFile
 from tests.refresh_helpers import check_refs_complete, objects, read, run_cli, run_refresh, status
 from tests.support.faultproxy import FaultProxy, Refuse
 from tests.support.hubserver import HubServer
@@ -86,7 +86,7 @@ def test_decide_leaves_copies_or_fetches_only_on_what_s3_vouches_for() -> None:
 
 
 def test_redaction_strips_url_userinfo_and_endpoint_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cache.logs import redact, redact_url
+    from hf_cache.logs import redact, redact_url
 
     assert redact_url("http://user:pa55@mirror:8080/api?x=1") == "http://mirror:8080/api?x=1"
     assert redact_url("https://huggingface.co/org/x@main") == "https://huggingface.co/org/x@main"
@@ -98,7 +98,7 @@ def test_redaction_strips_url_userinfo_and_endpoint_passwords(monkeypatch: pytes
 def test_only_uploads_begun_before_this_run_are_stale() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from cache.refresh.uploads import stale_uploads
+    from hf_cache.refresh.uploads import stale_uploads
 
     now = datetime.now(UTC)
     old = {"Key": "a", "Initiated": now - timedelta(hours=1)}
@@ -159,9 +159,9 @@ def test_local_source_publishes_only_regular_files_inside_the_folder(
 
 def test_root_filesystem_as_source_is_refused(tmp_path: Path) -> None:
     """models.txt validation refuses source=file:/// (exit 2); the source refuses it too, whoever calls it."""
-    from cache.errors import ConfigError, ModelsFileError
-    from cache.modelsfile import ModelEntry, parse_models_file
-    from cache.refresh.source import LocalSource
+    from hf_cache.errors import ConfigError, ModelsFileError
+    from hf_cache.modelsfile import ModelEntry, parse_models_file
+    from hf_cache.refresh.source import LocalSource
 
     models = tmp_path / "models.txt"
     models.write_text("team/root source=file:///\n")
@@ -285,9 +285,9 @@ def test_local_file_rewritten_during_the_run_is_not_published_with_its_old_hash(
     s3_server: S3Server, bucket: str, tmp_path: Path, small_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer rewrites weights.bin (same size) after refresh hashed it and before it uploads it."""
-    from cache.modelsfile import parse_models_file
-    from cache.refresh.publish import Publisher, Target
-    from cache.refresh.source import HubSource, LocalSource
+    from hf_cache.modelsfile import parse_models_file
+    from hf_cache.refresh.publish import Publisher, Target
+    from hf_cache.refresh.source import HubSource, LocalSource
 
     real_fetch = LocalSource.fetch
 
@@ -481,7 +481,7 @@ def test_s3_checksum_of_a_multipart_object_is_the_composite_publish_computes(
     """The expected checksum of a >= threshold file must equal what S3 computes for our multipart upload."""
     from boto3.s3.transfer import TransferConfig
 
-    from cache.refresh.checksums import hash_fd
+    from hf_cache.refresh.checksums import hash_fd
 
     path = tmp_path / "f.bin"
     size = 3 * 5 * MiB + 123

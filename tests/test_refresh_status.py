@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cache.mount.freshness import parse_status
+from hf_cache.mount.freshness import parse_status
 from tests.refresh_helpers import run_refresh, status
 from tests.support.s3server import S3Server
 

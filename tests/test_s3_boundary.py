@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cache.errors import StorageError
-from cache.s3 import check_bucket, folder_prefix, make_client
+from hf_cache.errors import StorageError
+from hf_cache.s3 import check_bucket, folder_prefix, make_client
 
 
 def test_folder_prefix_has_exactly_one_trailing_slash() -> None:
@@ -49,8 +49,8 @@ def test_check_bucket_names_a_missing_bucket(s3_env: dict[str, str]) -> None:
 def test_mount_preflight_lists_with_the_trailing_slash(
     bucket: str, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cache.mount.supervisor as supervisor
-    from cache.mount.config import MountConfig
+    import hf_cache.mount.supervisor as supervisor
+    from hf_cache.mount.config import MountConfig
 
     seen: list[str] = []
     real = supervisor.make_client

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cache.errors import IntegrityError
-from cache.transfer import MiB, ReadInto, aligned_segment, fetch, plan_segments
+from hf_cache.errors import IntegrityError
+from hf_cache.transfer import MiB, ReadInto, aligned_segment, fetch, plan_segments
 
 
 def test_segments_cover_the_file_exactly_in_order() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cache.transfer import MiB
+from hf_cache.transfer import MiB
 from tests.conftest import require_tool
 from tests.refresh_helpers import run_cli, run_refresh
 from tests.support.mounting import RunningMount, start_mount

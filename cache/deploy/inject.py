@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from cache.errors import ConfigError
-from cache.readers.envvars import DEFAULT_MOUNTPOINT, reader_env
+from hf_cache.errors import ConfigError
+from hf_cache.readers.envvars import DEFAULT_MOUNTPOINT, reader_env
 
 LABEL = "hf-cache.io/mount"
 CONTAINERS_ANNOTATION = "hf-cache.io/containers"

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from cache.deploy.values import (
+from hf_cache.deploy.values import (
     check_cron,
     check_host_path,
     check_image,
@@ -24,7 +24,7 @@ from cache.deploy.values import (
     check_size,
     check_terraform_outputs,
 )
-from cache.errors import ConfigError
+from hf_cache.errors import ConfigError
 
 DEPLOY_HINT = "kubectl kustomize --load-restrictor LoadRestrictionsNone CLUSTER_DIR | kubectl apply -f -"
 TF_OUTPUTS = ("bucket", "prefix", "region", "mount_role_arn", "refresh_role_arn")

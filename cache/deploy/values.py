@@ -12,8 +12,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cache.errors import ConfigError
-from cache.mount.config import parse_size
+from hf_cache.errors import ConfigError
+from hf_cache.mount.config import parse_size
 
 # Docker/OCI reference: [host[:port]/]path[:tag][@digest]; lowercase path components as the registry requires.
 _IMAGE = re.compile(

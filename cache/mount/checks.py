@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
-from cache.errors import ConfigError, MountError
+from hf_cache.errors import ConfigError, MountError
 
 
 def split_rclone_args(values: Iterable[str], env_value: str | None) -> tuple[str, ...]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from cache.mount.checks import split_rclone_args
-from cache.mount.config import MountConfig, parse_seconds, parse_size
+from hf_cache.mount.checks import split_rclone_args
+from hf_cache.mount.config import MountConfig, parse_seconds, parse_size
 
 
 @click.command()
@@ -136,9 +136,9 @@ def mount(
     tier_dir: str | None,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
-    from cache.mount.supervisor import Supervisor
-    from cache.node.agent import RCLONE_SHARE
-    from cache.node.tree import Tier
+    from hf_cache.mount.supervisor import Supervisor
+    from hf_cache.node.agent import RCLONE_SHARE
+    from hf_cache.node.tree import Tier
 
     node_cap = parse_size(cache_max_size, Path(cache_dir))
     tier = Tier.make(Path(tier_dir), Path(mountpoint)) if tier_dir else None  # one line if the paths do not fit

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache.errors import ConfigError
+from hf_cache.errors import ConfigError
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:([KMGTP])(?:iB|i|B)?|(B))$", re.IGNORECASE)
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")

@@ -14,7 +14,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from cache.errors import MountError
+from hf_cache.errors import MountError
 
 
 def _unescape(field: str) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cache.errors import ConfigError
-from cache.mount.metrics import MountMetrics
+from hf_cache.errors import ConfigError
+from hf_cache.mount.metrics import MountMetrics
 
 IDLE_TIMEOUT = 5.0  # seconds a connection may stay silent (probes send their request at once)
 MAX_CONNECTIONS = 64  # beyond this, new connections are closed at once instead of getting a thread

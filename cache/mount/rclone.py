@@ -12,8 +12,8 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-from cache.errors import ConfigError
-from cache.mount.config import MountConfig
+from hf_cache.errors import ConfigError
+from hf_cache.mount.config import MountConfig
 
 REMOTE = "hfcache"
 

@@ -22,12 +22,12 @@ from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from cache import layout
-from cache.errors import MountError
-from cache.logs import redact
-from cache.mount import fusemount
-from cache.mount.bounded import BoundedWorker
-from cache.mount.checks import (
+from hf_cache import layout
+from hf_cache.errors import MountError
+from hf_cache.logs import redact
+from hf_cache.mount import fusemount
+from hf_cache.mount.bounded import BoundedWorker
+from hf_cache.mount.checks import (
     check_directory,
     check_health_addr,
     check_port,
@@ -36,14 +36,14 @@ from cache.mount.checks import (
     classify_start_failure,
     take_lock,
 )
-from cache.mount.config import MountConfig
-from cache.mount.freshness import parse_status
-from cache.mount.health import start_health_server
-from cache.mount.metrics import MountMetrics
-from cache.mount.rclone import rclone_args, rclone_binary, rclone_env
-from cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
-from cache.node.agent import start_for_mount as start_node_tier
-from cache.s3 import check_endpoint, folder_prefix, make_client
+from hf_cache.mount.config import MountConfig
+from hf_cache.mount.freshness import parse_status
+from hf_cache.mount.health import start_health_server
+from hf_cache.mount.metrics import MountMetrics
+from hf_cache.mount.rclone import rclone_args, rclone_binary, rclone_env
+from hf_cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
+from hf_cache.node.agent import start_for_mount as start_node_tier
+from hf_cache.s3 import check_endpoint, folder_prefix, make_client
 
 log = logging.getLogger("hf_cache.mount")
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from cache.errors import IntegrityError
-from cache.mount.refresher import vfs_refresh
-from cache.node import evict as ev
-from cache.node import vfscache
-from cache.node.promote import promote_by_fetch, promote_from_file
-from cache.node.tree import Entry, Tier, load_entries, sync
+from hf_cache.errors import IntegrityError
+from hf_cache.mount.refresher import vfs_refresh
+from hf_cache.node import evict as ev
+from hf_cache.node import vfscache
+from hf_cache.node.promote import promote_by_fetch, promote_from_file
+from hf_cache.node.tree import Entry, Tier, load_entries, sync
 
 log = logging.getLogger("hf_cache.node")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from cache.errors import ConfigError
-from cache.node.tree import load_entries, open_tier, read_refs
-from cache.progress import human_bytes
+from hf_cache.errors import ConfigError
+from hf_cache.node.tree import load_entries, open_tier, read_refs
+from hf_cache.progress import human_bytes
 
 
 def summary(root: Path) -> list[dict]:
@@ -73,7 +73,7 @@ def tier_check(home: Path) -> tuple[tuple[bool, str] | None, Path]:
     """For ``hf-cache doctor``: (ok, a line explaining the tier) when ``home`` is a node tier, and the folder whose
     FUSE mount doctor should check (the tier's mount, or ``home`` itself). Never touches a mount: when ``home`` is
     one (no tier; it may be hung), it is left to doctor's bounded checks; the tier itself is local files."""
-    from cache.mount import fusemount
+    from hf_cache.mount import fusemount
 
     if fusemount.mount_fstype(home) is not None:  # /proc only
         return None, home

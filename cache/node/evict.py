@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.node.tree import Entry, Tier, swap_link
+from hf_cache.node.tree import Entry, Tier, swap_link
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from cache.errors import IntegrityError
-from cache.node.tree import Entry, Tier, swap_link
-from cache.transfer import MiB, fetch
+from hf_cache.errors import IntegrityError
+from hf_cache.node.tree import Entry, Tier, swap_link
+from hf_cache.transfer import MiB, fetch
 
 BLOCK = 8 * MiB
 

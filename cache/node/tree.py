@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.errors import ConfigError
-from cache.layout import HUB_DIR, META_DIR, SHA_RE
+from hf_cache.errors import ConfigError
+from hf_cache.layout import HUB_DIR, META_DIR, SHA_RE
 
 STATE_DIR = ".hf-cache-node"
 

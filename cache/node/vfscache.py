@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cache.mount.rclone import REMOTE
+from hf_cache.mount.rclone import REMOTE
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from cache.errors import ConfigError, HfCacheError
-from cache.layout import mount_hub_dir
-from cache.modelsfile import parse_models_file
-from cache.progress import Progress, human_bytes, plural
-from cache.readers.envvars import DEFAULT_MOUNTPOINT, reader_env
-from cache.reponame import GRAMMAR, parse_repos
+from hf_cache.errors import ConfigError, HfCacheError
+from hf_cache.layout import mount_hub_dir
+from hf_cache.modelsfile import parse_models_file
+from hf_cache.progress import Progress, human_bytes, plural
+from hf_cache.readers.envvars import DEFAULT_MOUNTPOINT, reader_env
+from hf_cache.reponame import GRAMMAR, parse_repos
 
 mountpoint_opt = click.option(
     "--mountpoint",
@@ -78,10 +78,10 @@ def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | 
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
 def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: int, as_json: bool) -> None:
     """Read every file of the given snapshots through the mount, verified, so this node's cache holds them."""
-    from cache.errors import MountError
-    from cache.readers.doctor import check_mount
-    from cache.readers.warm import resolve_snapshot
-    from cache.readers.warm import warm as warm_files
+    from hf_cache.errors import MountError
+    from hf_cache.readers.doctor import check_mount
+    from hf_cache.readers.warm import resolve_snapshot
+    from hf_cache.readers.warm import warm as warm_files
 
     specs = _specs(repos, models)
     mount = check_mount(Path(mountpoint))[0]
@@ -127,7 +127,7 @@ def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: i
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
 def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float, as_json: bool) -> None:
     """Check this pod or node can read models from the mount; one line per check, the fix for each failure."""
-    from cache.readers.doctor import Check, check_env, check_fresh, check_mount, check_repo
+    from hf_cache.readers.doctor import Check, check_env, check_fresh, check_mount, check_repo
 
     mp = Path(mountpoint)
     specs = _specs(repos, None) if repos else []  # a bad name is refused before any check runs
@@ -142,7 +142,7 @@ def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float, as_jso
             else:
                 click.echo(c.line())
 
-    from cache.node.command import tier_check
+    from hf_cache.node.command import tier_check
 
     tier, fuse_mp = tier_check(mp)  # HF_HOME may be the node tier (docs/node-tier.md), its mount below it
     report(check_env(mountpoint, dict(os.environ)), *([Check("tier", *tier)] if tier else []), *check_mount(fuse_mp))

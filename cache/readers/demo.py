@@ -23,10 +23,10 @@ from pathlib import Path
 
 import click
 
-from cache.errors import HfCacheError
-from cache.progress import human_bytes
-from cache.readers.envvars import reader_env
-from cache.readers.loopback import free_port, start_moto, stop, wait_http
+from hf_cache.errors import HfCacheError
+from hf_cache.progress import human_bytes
+from hf_cache.readers.envvars import reader_env
+from hf_cache.readers.loopback import free_port, start_moto, stop, wait_http
 
 LOAD_SCRIPT = """
 import json, sys, time
@@ -54,7 +54,7 @@ def _s3_server(env: dict[str, str]) -> Iterator[str]:
 
 
 def _hf(args: list[str], env: dict[str, str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "cache", *args], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "hf_cache", *args], env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise HfCacheError(f"hf-cache {args[0]} failed: {failure_cause(result.stdout, result.stderr)}")
 
@@ -93,7 +93,7 @@ def _metrics(url: str) -> dict[str, float]:
 @click.option("--keep", is_flag=True, help="Leave the temp folder (not the servers) for a look afterwards.")
 def demo(model: str | None, keep: bool) -> None:
     """Run refresh -> S3 -> mount -> from_pretrained on this machine, and print what happened."""
-    from cache.readers.tinymodel import make_tiny_gpt2
+    from hf_cache.readers.tinymodel import make_tiny_gpt2
 
     work = Path(tempfile.mkdtemp(prefix="hf-cache-demo-"))
     env = {**os.environ, **CREDS}
@@ -135,7 +135,7 @@ def demo(model: str | None, keep: bool) -> None:
                 [
                     sys.executable,
                     "-m",
-                    "cache",
+                    "hf_cache",
                     "mount",
                     "--bucket",
                     "hf-cache-demo",

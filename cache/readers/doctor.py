@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cache.mount import fusemount
-from cache.mount.bounded import BoundedWorker, Outcome
-from cache.progress import plural
-from cache.readers.envvars import reader_env
-from cache.readers.warm import resolve_snapshot
-from cache.reponame import format_repo
+from hf_cache.mount import fusemount
+from hf_cache.mount.bounded import BoundedWorker, Outcome
+from hf_cache.progress import plural
+from hf_cache.readers.envvars import reader_env
+from hf_cache.readers.warm import resolve_snapshot
+from hf_cache.reponame import format_repo
 
 
 @dataclass(frozen=True)

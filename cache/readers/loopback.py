@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-from cache.errors import ConfigError, HfCacheError
+from hf_cache.errors import ConfigError, HfCacheError
 
 
 def free_port() -> int:

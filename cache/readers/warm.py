@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.errors import HfCacheError, IntegrityError
-from cache.layout import META_DIR, SHA_RE, repo_folder_name
-from cache.mount.rclone import READ_CHUNK
-from cache.progress import Progress
-from cache.reponame import format_repo
-from cache.transfer import MiB, aligned_segment, fetch, plan_segments
+from hf_cache.errors import HfCacheError, IntegrityError
+from hf_cache.layout import META_DIR, SHA_RE, repo_folder_name
+from hf_cache.mount.rclone import READ_CHUNK
+from hf_cache.progress import Progress
+from hf_cache.reponame import format_repo
+from hf_cache.transfer import MiB, aligned_segment, fetch, plan_segments
 
 # A segment's stream only touches 4 KiB every TOUCH bytes: rclone's downloader fetches everything up to each read
 # (it is reused while the next read is within --buffer-size, 4 MiB, of it), and the hash pass copies every byte

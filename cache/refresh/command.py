@@ -15,13 +15,13 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cache import __version__, layout
-from cache.errors import ConfigError, HfCacheError, StorageError
-from cache.modelsfile import ModelEntry, glob_problem, parse_models_file
-from cache.progress import Progress, human_bytes, plural
-from cache.refresh.lease import DEFAULT_TTL, Lease
-from cache.refresh.plan import Action
-from cache.refresh.prune import (
+from hf_cache import __version__, layout
+from hf_cache.errors import ConfigError, HfCacheError, StorageError
+from hf_cache.modelsfile import ModelEntry, glob_problem, parse_models_file
+from hf_cache.progress import Progress, human_bytes, plural
+from hf_cache.refresh.lease import DEFAULT_TTL, Lease
+from hf_cache.refresh.plan import Action
+from hf_cache.refresh.prune import (
     apply_prune,
     keep_sets,
     parse_duration,
@@ -31,7 +31,7 @@ from cache.refresh.prune import (
     run_prune,
     scan_published,
 )
-from cache.refresh.publish import (
+from hf_cache.refresh.publish import (
     Publisher,
     RepoPlan,
     RepoResult,
@@ -42,12 +42,12 @@ from cache.refresh.publish import (
     remove_scratch,
     valid_manifest,
 )
-from cache.refresh.remove import describe, plan_remove, published_names
-from cache.refresh.repair import repair_entry
-from cache.refresh.source import HubSource
-from cache.refresh.uploads import abort_stale_uploads
-from cache.reponame import GRAMMAR, RepoName, case_clash, format_repo, not_published, parse_repos
-from cache.s3 import check_bucket, describe_error, make_client
+from hf_cache.refresh.remove import describe, plan_remove, published_names
+from hf_cache.refresh.repair import repair_entry
+from hf_cache.refresh.source import HubSource
+from hf_cache.refresh.uploads import abort_stale_uploads
+from hf_cache.reponame import GRAMMAR, RepoName, case_clash, format_repo, not_published, parse_repos
+from hf_cache.s3 import check_bucket, describe_error, make_client
 
 log = logging.getLogger("hf_cache.refresh")
 

@@ -33,8 +33,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cache import layout
-from cache.errors import LeaseHeldError, LeaseLostError
+from hf_cache import layout
+from hf_cache.errors import LeaseHeldError, LeaseLostError
 
 log = logging.getLogger("hf_cache.lease")
 

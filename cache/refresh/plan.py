@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cache.refresh.checksums import b64_of_hex, is_multipart, same_checksum
-from cache.refresh.source import RepoFile
+from hf_cache.refresh.checksums import b64_of_hex, is_multipart, same_checksum
+from hf_cache.refresh.source import RepoFile
 
 
 class Action(StrEnum):

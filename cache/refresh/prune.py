@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cache import layout
-from cache.errors import ConfigError
-from cache.refresh.publish import Target
+from hf_cache import layout
+from hf_cache.errors import ConfigError
+from hf_cache.refresh.publish import Target
 
 log = logging.getLogger("hf_cache.prune")
 _DURATION = re.compile(r"^(\d+)([smhdw])$")

@@ -24,14 +24,14 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from cache import __version__, layout
-from cache.errors import HfCacheError, HubError, IntegrityError, StorageError
-from cache.logs import redact
-from cache.modelsfile import ModelEntry
-from cache.progress import Progress, plural
-from cache.refresh.checksums import MULTIPART_THRESHOLD, Digest, is_multipart, part_size_for, same_checksum
-from cache.refresh.plan import Action, Candidate, FilePlan, ObjectState, decide, vouched
-from cache.refresh.source import (
+from hf_cache import __version__, layout
+from hf_cache.errors import HfCacheError, HubError, IntegrityError, StorageError
+from hf_cache.logs import redact
+from hf_cache.modelsfile import ModelEntry
+from hf_cache.progress import Progress, plural
+from hf_cache.refresh.checksums import MULTIPART_THRESHOLD, Digest, is_multipart, part_size_for, same_checksum
+from hf_cache.refresh.plan import Action, Candidate, FilePlan, ObjectState, decide, vouched
+from hf_cache.refresh.source import (
     LFS_THRESHOLD,
     HubSource,
     LocalSource,

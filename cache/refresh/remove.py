@@ -7,9 +7,9 @@ delete, whether a repo left models.txt or an operator named it.
 
 from __future__ import annotations
 
-from cache import layout
-from cache.refresh.prune import PruneAction, Published
-from cache.reponame import RepoName, format_repo, not_published
+from hf_cache import layout
+from hf_cache.refresh.prune import PruneAction, Published
+from hf_cache.reponame import RepoName, format_repo, not_published
 
 _FOLDER_TYPES = {"models": "model", "datasets": "dataset"}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cache.modelsfile import ModelEntry
+from hf_cache.modelsfile import ModelEntry
 
 
 def _literal(path: str) -> str:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from cache.errors import ConfigError, GatedRepoError, HubError, IntegrityError
-from cache.layout import SHA_RE
-from cache.logs import redact, redact_url
-from cache.modelsfile import ModelEntry
-from cache.refresh.checksums import ChangedWhileHashing, Digest, hash_fd
+from hf_cache.errors import ConfigError, GatedRepoError, HubError, IntegrityError
+from hf_cache.layout import SHA_RE
+from hf_cache.logs import redact, redact_url
+from hf_cache.modelsfile import ModelEntry
+from hf_cache.refresh.checksums import ChangedWhileHashing, Digest, hash_fd
 
 LFS_THRESHOLD = 10 * 1024 * 1024  # files at least this big are described (and hashed) as LFS files
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n"

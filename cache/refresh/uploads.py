@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cache.s3 import folder_prefix
+from hf_cache.s3 import folder_prefix
 
 log = logging.getLogger("hf_cache.refresh")
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache.mount import fusemount
+from hf_cache.mount import fusemount
 from tests.support.net import free_port
 
 

@@ -1,5 +1,5 @@
 """Small helpers for loopback servers the tests start (the package's own, which `hf-cache demo` uses too)."""
 
-from cache.readers.loopback import free_port, wait_http
+from hf_cache.readers.loopback import free_port, wait_http
 
 __all__ = ["free_port", "wait_http"]

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from cache.readers.loopback import start_moto, stop
+from hf_cache.readers.loopback import start_moto, stop
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing-key-id",
