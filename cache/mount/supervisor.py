@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from hf_cache import layout
+from hf_cache import faults, layout
 from hf_cache.errors import MountError
 from hf_cache.logs import redact
 from hf_cache.mount import fusemount
@@ -62,7 +62,7 @@ STALE_ERRNOS = (errno.ENOTCONN, errno.EIO, errno.ECONNABORTED)
 
 def preflight(cfg: MountConfig) -> None:
     """Fail with one actionable line on the mistakes that would otherwise become a silent crash loop."""
-    fuse_device = os.environ.get("HFCACHE_FUSE_DEVICE", "/dev/fuse")  # overridable so tests can remove it
+    fuse_device = faults.fuse_device()
     if not os.path.exists(fuse_device):
         raise MountError(f"{fuse_device} is missing: run the container privileged (or mount /dev/fuse into it)")
     fusemount.fusermount()
