@@ -32,7 +32,51 @@ class ModelsFileError(ConfigError):
 
 
 class StorageError(HfCacheError):
-    """S3 could not be reached or refused a request (bucket missing, credentials, endpoint)."""
+    """S3 could not be reached or refused a request (bucket missing, credentials, endpoint).
+
+    The subclasses below are what ``hf_cache.s3errors`` makes of botocore's exceptions; each is also the stdlib
+    type a caller would reach for (``except FileNotFoundError``), as huggingface_hub's errors are. ``bucket``,
+    ``key``, ``code`` (S3's error code) and ``status`` (HTTP) say what failed, for callers that decide on it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        bucket: str | None = None,
+        key: str | None = None,
+        code: str = "",
+        status: int | None = None,
+    ):
+        super().__init__(message)
+        self.bucket = bucket
+        self.key = key
+        self.code = code
+        self.status = status
+
+
+class S3NotFoundError(StorageError, FileNotFoundError):
+    """The bucket or key does not exist (NoSuchBucket, NoSuchKey, HTTP 404)."""
+
+
+class S3AccessDeniedError(StorageError, PermissionError):
+    """S3 refused the credentials or the role's policy refused the request; also: no credentials at all."""
+
+
+class S3UnreachableError(StorageError, ConnectionError):
+    """No answer from S3 (endpoint down, timeouts, 5xx): the request may work when retried later."""
+
+
+class S3ThrottledError(StorageError):
+    """S3 asked us to slow down (SlowDown, HTTP 429/503) after boto3's own retries ran out."""
+
+
+class S3RefusedError(StorageError):
+    """S3 answered and refused the request for a reason not above (bad request, quota, unsupported feature)."""
+
+
+class S3PreconditionFailedError(S3RefusedError):
+    """A conditional request lost (If-Match / If-None-Match: HTTP 412, or 409 ConditionalRequestConflict)."""
 
 
 class HubError(HfCacheError):
