@@ -1,0 +1,178 @@
+"""Every default and every environment variable hf-cache reads or sets, each defined once with why it is so.
+
+A default written in three places drifts (``/mnt/hf_cache`` and ``/var/cache/hf-cache`` once were); the model is
+huggingface_hub's ``constants.py``. Commands take their flags' defaults and env-var fallbacks from here
+(``cache/options.py`` builds the shared flags), ``docs/environment.md`` is generated from :data:`ENV_VARS` (a test
+keeps it equal), and :func:`env` is the one reader of the process environment. Modules that build a child process's
+environment (rclone's, a job pod's) still copy ``os.environ``, but take the names they set from here.
+
+Test-only fault hooks (``HFCACHE_TEST_KILL_AFTER``, ``HFCACHE_FUSE_DEVICE``) live in ``cache/faults.py``, apart
+from what a user sets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# --- paths on a node -------------------------------------------------------------------------------------------
+# What job pods see as HF_HOME (read-only); the component and `hf-cache env` agree on it.
+MOUNTPOINT = "/mnt/hf_cache"
+# Node-local NVMe for rclone's VFS cache: outside the mount, so the cache survives a remount.
+CACHE_DIR = "/var/cache/hf-cache"
+# The node folder the DaemonSet shares with job pods: the tier (HF_HOME) with the rclone mount inside it.
+NODE_ROOT = "/var/lib/hf-cache"
+# Where the bucket is mounted on the node under NODE_ROOT (inside the tier, so one read-only pod volume holds both).
+NODE_MOUNTPOINT = NODE_ROOT + "/mnt"
+# Writable scratch in a job pod for what HF libraries would write under the read-only HF_HOME.
+READER_SCRATCH = "/tmp/hf-cache"
+
+# --- mount ----------------------------------------------------------------------------------------------------
+# LRU cap of the node cache: a share of the cache disk, so one default fits every node size.
+CACHE_MAX_SIZE = "75%"
+# A moved ref reaches new opens within this (+1 s): re-listing more often costs S3 LISTs on every node.
+FRESHNESS = "30s"
+# About when an uncached read fails (EIO) while S3 does not answer: long enough to ride out a blip.
+IO_TIMEOUT = "1m"
+# Between LRU evictions: rclone's 1 m default let usage overshoot the cap 1.5x (measured).
+CACHE_POLL = "10s"
+HEALTH_ADDR = "0.0.0.0"  # kubelet probes and Prometheus reach the pod IP
+HEALTH_PORT = 9090  # /readyz, /healthz, /metrics
+RC_PORT = 5572  # rclone's rc API (127.0.0.1 only): rclone's own default port
+BACKEND = "mount2"  # measured faster than `mount` (docs/measurements.md)
+
+# --- refresh --------------------------------------------------------------------------------------------------
+MODELS_FILE = "models.txt"
+WORKERS = 4  # files in flight; scratch disk needed is about workers x the largest file
+MAX_WORKERS = 64
+PRUNE_AFTER = "7d"  # a de-listed repo stays a week: jobs may still read it and a mistaken edit is cheap to undo
+MAX_SHARE = 50  # percent of published repos one prune or rm may remove without --force
+WARM_WORKERS = 16  # read streams in flight for `hf-cache warm`
+DOCTOR_MAX_AGE_HOURS = 48.0  # a refresh older than two days is stale for a CronJob that runs several times a day
+
+# --- logging and progress -------------------------------------------------------------------------------------
+LOG_FORMAT = "text"
+PROGRESS_INTERVAL = 10.0  # seconds between progress lines in a pod (no terminal): often enough to see it moving
+
+HUB_ENDPOINT = "https://huggingface.co"  # huggingface_hub's own default for HF_ENDPOINT
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable: its name, who reads or sets it, and why it exists."""
+
+    name: str
+    used_by: str  # the command(s) or component
+    why: str
+    default: str = ""
+    secret: bool = False  # its value is masked in every log line (cache/logs.py)
+
+
+def _v(name: str, used_by: str, why: str, default: object = "", secret: bool = False) -> EnvVar:
+    return EnvVar(name, used_by, why, str(default), secret)
+
+
+# Variables hf-cache reads (flags' fallbacks and others), in the order docs/environment.md lists them.
+BUCKET_ENV = "HFCACHE_BUCKET"
+PREFIX_ENV = "HFCACHE_PREFIX"
+MOUNTPOINT_ENV = "HFCACHE_MOUNTPOINT"
+CACHE_DIR_ENV = "HFCACHE_CACHE_DIR"
+CACHE_MAX_SIZE_ENV = "HFCACHE_CACHE_MAX_SIZE"
+HEALTH_PORT_ENV = "HFCACHE_HEALTH_PORT"
+HEALTH_ADDR_ENV = "HFCACHE_HEALTH_ADDR"
+RC_PORT_ENV = "HFCACHE_RC_PORT"
+FRESHNESS_ENV = "HFCACHE_FRESHNESS"
+IO_TIMEOUT_ENV = "HFCACHE_IO_TIMEOUT"
+CACHE_POLL_ENV = "HFCACHE_CACHE_POLL"
+TIER_DIR_ENV = "HFCACHE_TIER_DIR"
+RCLONE_ARGS_ENV = "HFCACHE_RCLONE_ARGS"
+MODELS_ENV = "HFCACHE_MODELS"
+WORKERS_ENV = "HFCACHE_WORKERS"
+SCRATCH_DIR_ENV = "HFCACHE_SCRATCH_DIR"
+LOG_FORMAT_ENV = "HFCACHE_LOG_FORMAT"
+PROGRESS_INTERVAL_ENV = "HFCACHE_PROGRESS_INTERVAL"
+ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")  # boto3's own names, S3-specific first
+REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+HF_ENDPOINT_ENV = "HF_ENDPOINT"
+HF_HOME_ENV = "HF_HOME"
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    _v(BUCKET_ENV, "refresh, ls, verify, rm, mount", "the S3 bucket (--bucket)"),
+    _v(PREFIX_ENV, "refresh, ls, verify, rm, mount", "key prefix inside the bucket; its root is HF_HOME (--prefix)"),
+    _v(ENDPOINT_ENVS[0], "refresh, ls, verify, rm, mount", "S3 endpoint (--endpoint-url); boto3's name"),
+    _v(ENDPOINT_ENVS[1], "refresh, ls, verify, rm, mount", "S3 endpoint when AWS_ENDPOINT_URL_S3 is unset"),
+    _v(REGION_ENVS[0], "refresh, ls, verify, rm, mount", "S3 region (--region)"),
+    _v(REGION_ENVS[1], "refresh, ls, verify, rm, mount", "S3 region when AWS_REGION is unset"),
+    _v(MODELS_ENV, "refresh", "the models file (--models)", MODELS_FILE),
+    _v(WORKERS_ENV, "refresh", "files in flight at once (--workers)", WORKERS),
+    _v(SCRATCH_DIR_ENV, "refresh", "where downloads wait for upload (--scratch-dir); default: the temp dir"),
+    _v(MOUNTPOINT_ENV, "mount, env, warm, doctor", "where the bucket is mounted (--mountpoint)", MOUNTPOINT),
+    _v(CACHE_DIR_ENV, "mount", "node-local disk for rclone's VFS cache (--cache-dir)", CACHE_DIR),
+    _v(CACHE_MAX_SIZE_ENV, "mount", "LRU cap: a size or a share of the cache disk (--cache-max-size)", CACHE_MAX_SIZE),
+    _v(HEALTH_PORT_ENV, "mount", "port of /readyz, /healthz, /metrics (--health-port)", HEALTH_PORT),
+    _v(HEALTH_ADDR_ENV, "mount", "address of the health/metrics server (--health-addr)", HEALTH_ADDR),
+    _v(RC_PORT_ENV, "mount", "rclone's rc API port on 127.0.0.1 (--rc-port)", RC_PORT),
+    _v(FRESHNESS_ENV, "mount", "how often the mount re-lists what refresh changed (--freshness)", FRESHNESS),
+    _v(IO_TIMEOUT_ENV, "mount", "how long an uncached read waits for S3 (--io-timeout)", IO_TIMEOUT),
+    _v(CACHE_POLL_ENV, "mount", "how often the LRU cap is enforced (--cache-poll)", CACHE_POLL),
+    _v(TIER_DIR_ENV, "mount, node ls", "the node tier folder (--tier-dir)"),
+    _v(RCLONE_ARGS_ENV, "mount", "extra rclone flags, used when no --rclone-arg is given"),
+    _v(LOG_FORMAT_ENV, "every command", "log lines as text or JSON (--log-format)", LOG_FORMAT),
+    _v(PROGRESS_INTERVAL_ENV, "refresh, verify, warm", "seconds between progress lines in a pod", PROGRESS_INTERVAL),
+    _v(HF_ENDPOINT_ENV, "refresh", "the Hub (or a mirror) to publish from; huggingface_hub's name", HUB_ENDPOINT),
+    _v("HF_TOKEN", "refresh", "token for gated/private repos; read by huggingface_hub", secret=True),
+    _v("HUGGING_FACE_HUB_TOKEN", "refresh", "the older name of HF_TOKEN; masked in logs", secret=True),
+    _v("AWS_ACCESS_KEY_ID", "refresh, mount", "S3 credentials when not from a role (boto3 and rclone read them)"),
+    _v("AWS_SECRET_ACCESS_KEY", "refresh, mount", "S3 credentials when not from a role", secret=True),
+    _v("AWS_SESSION_TOKEN", "refresh, mount", "temporary S3 credentials", secret=True),
+    _v(HF_HOME_ENV, "node ls, doctor", "in a job pod: the folder `hf-cache env` set (the tier or the mount)"),
+)
+
+# Variables that hold secrets: their values are masked in every log line, status file and message.
+SECRET_ENV_VARS: tuple[str, ...] = (
+    *(v.name for v in ENV_VARS if v.secret),
+    "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY",  # what mount/rclone.py passes rclone
+    "RCLONE_CONFIG_S3_SESSION_TOKEN",
+)
+# URLs that may carry user:password@ (a mirror, a MinIO): the password is masked too.
+URL_ENV_VARS: tuple[str, ...] = (HF_ENDPOINT_ENV, ENDPOINT_ENVS[1], ENDPOINT_ENVS[0])
+
+# What `hf-cache env` sets in a job pod (cache/readers/envvars.py builds the values): name -> why.
+READER_ENV_VARS: dict[str, str] = {
+    "HF_HOME": "the tier or the mount (read-only): huggingface_hub, transformers and datasets look here",
+    "HF_HUB_CACHE": "HF_HOME/hub: the hub cache huggingface_hub reads",
+    "HF_HUB_OFFLINE": "never contact the Hub: a miss fails at once instead of waiting on network retries",
+    "HF_DATASETS_OFFLINE": "the same for datasets",
+    "TRANSFORMERS_OFFLINE": "the same for transformers",
+    "HF_HUB_DISABLE_UPDATE_CHECK": "the hf CLI would write update-check stamps into the read-only HF_HOME",
+    "HF_HUB_DISABLE_TELEMETRY": "no calls home from a job pod",
+    "HF_MODULES_CACHE": "transformers' trust_remote_code modules, written: moved to scratch",
+    "HF_DATASETS_CACHE": "datasets' Arrow processing cache, written: moved to scratch",
+    "HF_XET_CACHE": "xet's chunk cache, written: moved to scratch",
+    "HF_ASSETS_CACHE": "library assets, written: moved to scratch",
+    "HF_TOKEN_PATH": "a login would write the token under HF_HOME: moved to scratch",
+}
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """The one read of the process environment: an empty value counts as unset (as click treats it)."""
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def first_env(names: tuple[str, ...]) -> tuple[str, str] | None:
+    """(name, value) of the first of ``names`` that is set, as boto3 picks among its fallbacks."""
+    for name in names:
+        value = env(name)
+        if value is not None:
+            return name, value
+    return None
+
+
+def progress_interval() -> float:
+    """Seconds between a pod's progress lines: ``HFCACHE_PROGRESS_INTERVAL``; a bad or non-positive value: default."""
+    try:
+        value = float(env(PROGRESS_INTERVAL_ENV) or PROGRESS_INTERVAL)
+    except ValueError:
+        return PROGRESS_INTERVAL
+    return value if value > 0 else PROGRESS_INTERVAL
