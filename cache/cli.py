@@ -2,7 +2,8 @@
 
 Commands are imported lazily, so ``hf-cache env`` in a job pod does not pay for boto3, and each command's
 module stays the single place that defines its flags. Errors of our own (``HfCacheError``) become one line
-on stderr and the error's exit code; anything else is a bug and keeps its traceback.
+on stderr and the exit code of their type (``EXIT_CODES``, the one table; commands never call ``sys.exit``);
+anything else is a bug and keeps its traceback.
 
 ``-v``/``-q``/``--log-format`` are accepted before or after the subcommand (as kubectl and terraform users
 type them): the group adds them to every command it loads, so no command module has to repeat them.
@@ -18,8 +19,23 @@ import sys
 import click
 
 from hf_cache import __version__
-from hf_cache.errors import HfCacheError
+from hf_cache.errors import ConfigError, HfCacheError
 from hf_cache.logs import LOG_FORMATS, set_log_format, setup_logging
+
+# The exit code of each error type, most specific first: 2 for input that was refused before anything was done
+# (as click's usage errors), 1 for every other failure (S3, the Hub, a failed repo, the mount, the lease). The
+# containers' restart and alert policy reads these: change them only with docs/errors.md.
+EXIT_CODES: tuple[tuple[type[HfCacheError], int], ...] = (
+    (ConfigError, 2),
+    (HfCacheError, 1),
+)
+EXIT_ABORTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+
+def exit_code(exc: HfCacheError) -> int:
+    """The process exit status for one of our errors: the first row of ``EXIT_CODES`` its type matches."""
+    return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
+
 
 # name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
@@ -169,10 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="hf-cache", standalone_mode=False)
     except HfCacheError as exc:
         click.echo(f"hf-cache: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        sys.exit(exit_code(exc))
     except click.exceptions.Abort:
         click.echo("hf-cache: aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_ABORTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -1,22 +1,19 @@
 """Exception types of hf-cache.
 
-Every failure a user can act on is one of these: the CLI prints its message as one line and exits with
-its ``exit_code``; anything else is a bug and keeps its traceback.
+Every failure a user can act on is one of these: the CLI prints its message as one line and exits with the
+code ``hf_cache.cli.EXIT_CODES`` gives its type (the one table of exit codes, docs/errors.md); anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 
 class HfCacheError(Exception):
-    """Base of every error hf-cache reports to a user. The message says what is wrong and what to do."""
-
-    exit_code = 1
+    """Base of every error hf-cache reports to a user. The message says what is wrong and what to do (exit 1)."""
 
 
 class ConfigError(HfCacheError):
     """Bad flags, environment or input files: nothing was done (exit 2, like a usage error)."""
-
-    exit_code = 2
 
 
 class ModelsFileError(ConfigError):
@@ -89,6 +86,16 @@ class GatedRepoError(HubError):
 
 class IntegrityError(HfCacheError):
     """Downloaded or published bytes do not match the checksum the source gave."""
+
+
+class RefreshFailedError(HfCacheError):
+    """Some repos of a run failed (each already reported on its own line); the others were published. Carries the
+    failed repos' names so the one closing line, and a caller, can name them."""
+
+    def __init__(self, failed: list[str], total: int, what: str = "failed"):
+        self.failed = list(failed)
+        self.total = total
+        super().__init__(f"{len(self.failed)} of {total} repos {what}: {', '.join(self.failed)}")
 
 
 class LeaseHeldError(HfCacheError):

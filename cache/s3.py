@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from hf_cache.errors import ConfigError, StorageError
+from hf_cache.errors import ConfigError
+from hf_cache.s3errors import s3_errors
 
 
 def check_endpoint(url: str, source: str = "--endpoint-url / AWS_ENDPOINT_URL") -> None:
@@ -54,25 +54,6 @@ def make_client(
     return session.client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
-def describe_error(exc: BaseException, bucket: str) -> str:
-    """One line a user can act on for a failed S3 call."""
-    if isinstance(exc, NoCredentialsError):
-        return (
-            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, "
-            "or run with an IRSA service account"
-        )
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchBucket", "404"):
-            return f"bucket {bucket!r} does not exist: check --bucket / HFCACHE_BUCKET and the region"
-        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return f"access to bucket {bucket!r} denied ({code}): check the credentials and the role's policy"
-        return f"S3 request on bucket {bucket!r} failed: {code or exc}"
-    if isinstance(exc, BotoCoreError):
-        return f"cannot reach S3 for bucket {bucket!r}: {exc}; check --endpoint-url / AWS_ENDPOINT_URL"
-    return f"S3 error on bucket {bucket!r}: {exc}"
-
-
 def folder_prefix(prefix: str) -> str:
     """The ``Prefix`` of a listing of everything under ``prefix``: with its trailing slash, as the IAM roles'
     ``s3:prefix`` condition requires (``clusters/a`` alone would also list ``clusters/a2/``); "" for the root."""
@@ -81,12 +62,10 @@ def folder_prefix(prefix: str) -> str:
 
 
 def check_bucket(client: Any, bucket: str, prefix: str = "") -> None:
-    """Fail early, with one clear line, when the bucket is missing or unreachable.
+    """Fail early, with one clear line (a ``StorageError`` subclass), when the bucket is missing or unreachable.
 
     A one-key listing of the prefix, not HeadBucket: HeadBucket is authorised as ListBucket without an
     ``s3:prefix``, which the per-cluster roles' prefix condition denies.
     """
-    try:
+    with s3_errors(bucket, folder_prefix(prefix) or None, "list"):
         client.list_objects_v2(Bucket=bucket, Prefix=folder_prefix(prefix), MaxKeys=1)
-    except (BotoCoreError, ClientError) as exc:
-        raise StorageError(describe_error(exc, bucket)) from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TypedDict
 
 import boto3.exceptions
 import s3transfer.exceptions
@@ -53,7 +54,7 @@ DENIED_CODES = frozenset(
 THROTTLED_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "429"}
 )
-PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 NOT_MODIFIED_CODES = frozenset({"NotModified", "304"})
 UNAVAILABLE_CODES = frozenset({"InternalError", "ServiceUnavailable", "500", "502", "503", "504", "RequestTimeout"})
 _WRAPPERS = (
@@ -63,6 +64,9 @@ _WRAPPERS = (
     s3transfer.exceptions.S3DownloadFailedError,
     s3transfer.exceptions.S3CopyFailedError,
 )
+# What botocore and boto3 raise for a failed call: for the one ``except`` at a command's outer boundary that turns
+# whatever escaped into our types (``except BOTO_ERRORS as exc: raise translate(exc, ...) from exc``).
+BOTO_ERRORS: tuple[type[BaseException], ...] = (ClientError, BotoCoreError, *_WRAPPERS)
 _CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
 
 
@@ -114,7 +118,23 @@ def is_precondition_failed(exc: BaseException) -> bool:
 def is_not_modified(exc: BaseException) -> bool:
     """A GET with If-None-Match found the object unchanged (botocore raises 304 as an error)."""
     exc = _s3_cause(exc)
-    return isinstance(exc, ClientError) and (error_code(exc) in NOT_MODIFIED_CODES or http_status(exc) == 304)
+    return isinstance(exc, (ClientError, StorageError)) and (
+        error_code(exc) in NOT_MODIFIED_CODES or http_status(exc) == 304
+    )
+
+
+class _Where(TypedDict):
+    """The StorageError fields every translation sets (a typed ``**fields``)."""
+
+    bucket: str
+    key: str | None
+
+
+class _Failure(_Where):
+    """The fields of an error S3 itself answered with."""
+
+    code: str
+    status: int | None
 
 
 def _where(bucket: str, key: str | None) -> str:
@@ -126,7 +146,7 @@ def _client_error(exc: ClientError, bucket: str, key: str | None, action: str) -
     where = _where(bucket, key)
     what = f"{action} {where}" if action else f"S3 request on {where}"
     why = f"{code}, HTTP {status}" if status and code != str(status) else (code or f"HTTP {status}")
-    fields = {"bucket": bucket, "key": key, "code": code, "status": status}
+    fields: _Failure = {"bucket": bucket, "key": key, "code": code, "status": status}
     if code == "NoSuchBucket" or (not key and (code in NOT_FOUND_CODES or status == 404)):
         return S3NotFoundError(
             f"bucket {bucket!r} does not exist ({what} failed): check --bucket / HFCACHE_BUCKET and the region",
@@ -139,7 +159,7 @@ def _client_error(exc: ClientError, bucket: str, key: str | None, action: str) -
             f"{what} failed: access denied ({why}); check the credentials and the role's policy for this bucket/prefix",
             **fields,
         )
-    if code in PRECONDITION_CODES or status == 412 or (status == 409 and "Conditional" in code):
+    if code in PRECONDITION_CODES or status == 412 or (status == 409 and code in PRECONDITION_CODES):
         return S3PreconditionFailedError(
             f"{what} failed: the object changed since it was read ({why}); another writer got there first", **fields
         )
@@ -165,7 +185,7 @@ def translate(exc: BaseException, *, bucket: str, key: str | None = None, action
     cause = _s3_cause(exc)
     if isinstance(cause, StorageError):
         return cause
-    fields = {"bucket": bucket, "key": key}
+    fields: _Where = {"bucket": bucket, "key": key}
     where = _where(bucket, key)
     what = f"{action} {where}" if action else f"S3 request on {where}"
     if isinstance(cause, ClientError):
@@ -201,5 +221,5 @@ def s3_errors(bucket: str, key: str | None = None, action: str = "") -> Iterator
     (``translate``), chained to the original."""
     try:
         yield
-    except (ClientError, BotoCoreError, *_WRAPPERS) as exc:
+    except BOTO_ERRORS as exc:
         raise translate(exc, bucket=bucket, key=key, action=action) from exc

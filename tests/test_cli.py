@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hf_cache.cli import exit_code
 from hf_cache.errors import ConfigError, ModelsFileError
 from hf_cache.layout import repo_folder_name
 from hf_cache.modelsfile import parse_models_text
@@ -72,7 +73,7 @@ def test_bad_names_are_one_line_with_what_to_write(text: str, fragment: str) -> 
     with pytest.raises(ConfigError) as err:
         parse_repo(text)
     message = str(err.value)
-    assert fragment in message and "\n" not in message and err.value.exit_code == 2
+    assert fragment in message and "\n" not in message and exit_code(err.value) == 2
 
 
 def test_short_sha_of_six_hex_digits_is_flagged_in_models_txt_too() -> None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hf_cache.cli import exit_code
 from hf_cache.errors import ModelsFileError
 from hf_cache.modelsfile import parse_models_file, parse_models_text
 from tests.refresh_helpers import run_cli, run_refresh
@@ -77,7 +78,7 @@ def test_each_problem_names_file_line_and_fix(line: str, fragment: str) -> None:
     problem = err.value.problems[0]
     assert problem.startswith("clusters/models.txt:3: ")
     assert fragment in problem
-    assert err.value.exit_code == 2
+    assert exit_code(err.value) == 2
 
 
 def test_all_problems_reported_and_duplicates_name_both_lines(tmp_path: Path) -> None:
@@ -99,7 +100,7 @@ def test_same_repo_different_revisions_and_types_are_not_duplicates() -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ModelsFileError) as err:
         parse_models_file(tmp_path / "nope.txt")
-    assert "no such file" in str(err.value) and err.value.exit_code == 2
+    assert "no such file" in str(err.value) and exit_code(err.value) == 2
 
 
 line_chars = st.characters(

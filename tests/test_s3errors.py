@@ -141,6 +141,8 @@ def test_predicates() -> None:
     assert is_precondition_failed(client_error("ConditionalRequestConflict", 409))
     assert not is_precondition_failed(client_error("NoSuchKey", 404))
     assert is_not_modified(client_error("304", 304)) and not is_not_modified(client_error("NoSuchKey", 404))
+    assert is_not_modified(translate(client_error("304", 304, "GetObject"), bucket="b", key="k"))
+    assert is_precondition_failed(translate(client_error("PreconditionFailed", 412), bucket="b", key="k"))
     assert not is_not_found(ValueError("x"))
 
 

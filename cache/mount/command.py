@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -162,4 +161,4 @@ def mount(
         tier_dir=None if tier is None else tier.root,
         tier_cap_bytes=node_cap,
     )
-    sys.exit(Supervisor(cfg).run())
+    Supervisor(cfg).run()

@@ -20,10 +20,8 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
 from hf_cache import faults, layout
-from hf_cache.errors import MountError
+from hf_cache.errors import MountError, StorageError
 from hf_cache.logs import redact
 from hf_cache.mount import fusemount
 from hf_cache.mount.bounded import BoundedWorker
@@ -43,7 +41,8 @@ from hf_cache.mount.metrics import MountMetrics
 from hf_cache.mount.rclone import rclone_args, rclone_binary, rclone_env
 from hf_cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
 from hf_cache.node.agent import start_for_mount as start_node_tier
-from hf_cache.s3 import check_endpoint, folder_prefix, make_client
+from hf_cache.s3 import check_bucket, check_endpoint, make_client
+from hf_cache.s3errors import is_not_found, is_not_modified, s3_errors
 
 log = logging.getLogger("hf_cache.mount")
 
@@ -67,24 +66,9 @@ def preflight(cfg: MountConfig) -> None:
         raise MountError(f"{fuse_device} is missing: run the container privileged (or mount /dev/fuse into it)")
     fusemount.fusermount()
     rclone_binary()
-    client = make_client(cfg.endpoint_url, cfg.region, max_attempts=2)
-    where = f"s3://{cfg.remote_path}"
-    try:
-        client.list_objects_v2(Bucket=cfg.bucket, Prefix=folder_prefix(cfg.prefix), MaxKeys=1)
-    except NoCredentialsError as exc:
-        raise MountError(
-            "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or run with the "
-            "hf-cache-mount service account (IRSA)"
-        ) from exc
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "NoSuchBucket":
-            raise MountError(f"bucket {cfg.bucket!r} does not exist: check --bucket / HFCACHE_BUCKET") from exc
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            raise MountError(f"access to {where} denied ({code}): check the credentials / the mount role") from exc
-        raise MountError(f"S3 refused listing {where}: {code}") from exc
-    except BotoCoreError as exc:
-        raise MountError(f"cannot reach S3 for {where}: {exc}; check --endpoint-url / AWS_ENDPOINT_URL") from exc
+    # the same one-key listing as refresh's (the mount role allows exactly it); its StorageError subclasses say
+    # what is wrong: no such bucket, denied or no credentials, unreachable
+    check_bucket(make_client(cfg.endpoint_url, cfg.region, max_attempts=2), cfg.bucket, cfg.prefix)
 
 
 class Supervisor:
@@ -160,15 +144,15 @@ class Supervisor:
         """(etag, body) of status.json from S3; body None when unchanged since ``etag`` or not published."""
         key = layout.status_key(self.cfg.prefix.strip("/"))
         try:
-            resp = client.get_object(Bucket=self.cfg.bucket, Key=key, **({"IfNoneMatch": etag} if etag else {}))
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("304", "NotModified"):
+            with s3_errors(self.cfg.bucket, key, "read"):
+                resp = client.get_object(Bucket=self.cfg.bucket, Key=key, **({"IfNoneMatch": etag} if etag else {}))
+                return resp.get("ETag"), resp["Body"].read()
+        except StorageError as exc:
+            if is_not_modified(exc):
                 return etag, None
-            if code in ("NoSuchKey", "404"):
+            if is_not_found(exc):
                 return None, None
             raise
-        return resp.get("ETag"), resp["Body"].read()
 
     def _freshness_loop(self) -> None:
         """Every --freshness: GET status.json from S3 (1 request; 304 when unchanged). When a refresh has published
@@ -378,7 +362,10 @@ class Supervisor:
             self._cleanup_mount()
         cfg.mountpoint.mkdir(parents=True, exist_ok=True)
 
-    def run(self) -> int:
+    def run(self) -> None:
+        """Mount and keep the mount healthy until SIGTERM/SIGINT, then clean up and return (exit 0). What cannot be
+        fixed by a restart (bad settings, no bucket, rclone refusing to start) raises our error types, whose exit
+        code the CLI decides (hf_cache.cli.EXIT_CODES)."""
         cfg = self.cfg
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
@@ -405,7 +392,6 @@ class Supervisor:
             self._cleanup_mount()
             server.shutdown()
             server.server_close()
-        return 0
 
     def _loop(self) -> None:
         backoff = BACKOFF_START

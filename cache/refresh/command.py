@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -13,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError
 
 from hf_cache import __version__, layout
-from hf_cache.errors import ConfigError, HfCacheError, StorageError
+from hf_cache.errors import ConfigError, HfCacheError, RefreshFailedError, StorageError
 from hf_cache.modelsfile import ModelEntry, glob_problem, parse_models_file
 from hf_cache.progress import Progress, human_bytes, plural
 from hf_cache.refresh.lease import DEFAULT_TTL, Lease
@@ -47,7 +45,8 @@ from hf_cache.refresh.repair import repair_entry
 from hf_cache.refresh.source import HubSource
 from hf_cache.refresh.uploads import abort_stale_uploads
 from hf_cache.reponame import GRAMMAR, RepoName, case_clash, format_repo, not_published, parse_repos
-from hf_cache.s3 import check_bucket, describe_error, make_client
+from hf_cache.s3 import check_bucket, make_client
+from hf_cache.s3errors import BOTO_ERRORS, is_not_found, s3_errors, translate
 
 log = logging.getLogger("hf_cache.refresh")
 
@@ -246,8 +245,8 @@ def refresh(
                 prune_refused = _record_run(
                     target, previous, results, models_path, started, t0, prune, after, prune_max_share, force
                 )
-    except (BotoCoreError, ClientError) as exc:
-        raise StorageError(describe_error(exc, bucket)) from exc
+    except BOTO_ERRORS as exc:
+        raise translate(exc, bucket=bucket) from exc
     finally:
         remove_scratch(scratch)
     if as_json:
@@ -255,11 +254,7 @@ def refresh(
     else:
         click.echo(_summary(results))
     if failed:
-        click.echo(
-            f"hf-cache: {len(failed)} of {len(results)} repos failed: " + ", ".join(r.entry.display for r in failed),
-            err=True,
-        )
-        sys.exit(1)
+        raise RefreshFailedError([r.entry.display for r in failed], len(results))
     if prune_refused:
         raise ConfigError(prune_refused)
 
@@ -382,7 +377,7 @@ def _dry_run(
         click.echo(json.dumps(doc, indent=1))
     failed = [p for p in plans if p.error is not None]
     if failed:
-        sys.exit(1)
+        raise RefreshFailedError([p.entry.display for p in failed], len(plans), "could not be resolved")
 
 
 def _manifests(target: Target) -> tuple[list[dict[str, Any]], list[str]]:
@@ -477,12 +472,15 @@ def _verify_files(target: Target, manifests: list[dict[str, Any]], progress: Pro
             problem = {"repo": format_repo(m["repo"], m["type"], m["sha"]), "path": f["path"]}
             digest = hashlib.sha256()
             try:
-                body = target.client.get_object(Bucket=target.bucket, Key=key)["Body"]
-                for chunk in body.iter_chunks(8 * 1024 * 1024):
-                    digest.update(chunk)
-                    progress.advance(len(chunk))
-            except ClientError:
-                bad.append({**problem, "problem": "missing"})
+                with s3_errors(target.bucket, key, "read"):
+                    body = target.client.get_object(Bucket=target.bucket, Key=key)["Body"]
+                    for chunk in body.iter_chunks(8 * 1024 * 1024):
+                        digest.update(chunk)
+                        progress.advance(len(chunk))
+            except StorageError as exc:
+                if exc.status is None:
+                    raise  # S3 did not answer: the command fails with that line, no file is judged on it
+                bad.append({**problem, "problem": "missing" if is_not_found(exc) else f"unreadable ({exc.code})"})
                 continue
             if digest.hexdigest() != f["sha256"]:
                 bad.append({**problem, "problem": "sha256 mismatch"})
@@ -587,8 +585,8 @@ def _repair(
                             for b in bad
                             if b["repo"] == name
                         ]
-    except (BotoCoreError, ClientError) as exc:
-        raise StorageError(describe_error(exc, target.bucket)) from exc
+    except BOTO_ERRORS as exc:
+        raise translate(exc, bucket=target.bucket) from exc
     finally:
         remove_scratch(scratch)
     failed = {b["repo"] for b in left}
@@ -652,8 +650,8 @@ def rm(
                 lease.guard()
                 apply_prune(target, actions)
                 removed = [describe(a) for a in actions]
-    except (BotoCoreError, ClientError) as exc:
-        raise StorageError(describe_error(exc, bucket)) from exc
+    except BOTO_ERRORS as exc:
+        raise translate(exc, bucket=bucket) from exc
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "actions": [describe(a) for a in actions]}, indent=1))
         return

@@ -31,17 +31,15 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from hf_cache import layout
-from hf_cache.errors import LeaseHeldError, LeaseLostError
+from hf_cache.errors import LeaseHeldError, LeaseLostError, StorageError
+from hf_cache.s3errors import is_not_found, is_precondition_failed, s3_errors
 
 log = logging.getLogger("hf_cache.lease")
 
 DEFAULT_TTL = 60.0
 MAX_TTL = 6 * 3600.0  # the CronJob's activeDeadlineSeconds
 CLOCK_SLACK = 1.0  # S3 timestamps have one-second resolution: never call a lease expired a second early
-_LOST_CODES = ("PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict", "409")
 WRITE_OPS = (
     "PutObject",
     "CopyObject",
@@ -54,13 +52,10 @@ WRITE_OPS = (
 )
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _conflict(exc: ClientError) -> bool:
-    """S3 refused a conditional write: someone else wrote (or deleted) the lease since we last saw it."""
-    return _code(exc) in _LOST_CODES
+def _conflict(exc: BaseException) -> bool:
+    """S3 refused a conditional write: someone else wrote (412, or 409 for a concurrent conditional write) or
+    deleted (404) the lease since we last saw it."""
+    return is_precondition_failed(exc) or is_not_found(exc)
 
 
 @dataclass(frozen=True)
@@ -135,10 +130,11 @@ class Lease:
         """One conditional write of our lease body; True when S3 accepted it (and we hold the lease from then)."""
         sent = time.monotonic()
         try:
-            resp = self.client.put_object(
-                Bucket=self.bucket, Key=self.key, Body=self._body(), ContentType="application/json", **condition
-            )
-        except ClientError as exc:
+            with s3_errors(self.bucket, self.key, "write the refresh lease"):
+                resp = self.client.put_object(
+                    Bucket=self.bucket, Key=self.key, Body=self._body(), ContentType="application/json", **condition
+                )
+        except StorageError as exc:
             if _conflict(exc):
                 return False
             raise
@@ -152,12 +148,13 @@ class Lease:
     def read(self) -> Held | None:
         """The lease as it is now in S3, or None when there is none."""
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            with s3_errors(self.bucket, self.key, "read the refresh lease"):
+                resp = self.client.get_object(Bucket=self.bucket, Key=self.key)
+                body = resp["Body"].read()
+        except StorageError as exc:
+            if is_not_found(exc):
                 return None
             raise
-        body = resp["Body"].read()
         try:
             data = json.loads(body)
             if not isinstance(data, dict):
@@ -223,7 +220,7 @@ class Lease:
                 self.renewals += 1
                 return
             held = None
-            with contextlib.suppress(ClientError, BotoCoreError):
+            with contextlib.suppress(StorageError):
                 held = self.read()
             self._lost = f"now held by {held.owner}" if held is not None else "the lease object was deleted"
             log.error("lost the refresh lease s3://%s/%s: %s", self.bucket, self.key, self._lost)
@@ -234,7 +231,7 @@ class Lease:
             try:
                 self._renew()
                 wait = self.renew_every
-            except (ClientError, BotoCoreError) as exc:  # transient: try again soon, check() guards the writes
+            except StorageError as exc:  # transient: try again soon, check() guards the writes
                 log.warning("could not renew the refresh lease: %s", exc)
                 wait = max(self.renew_every / 4, 0.1)
             if self._lost:
@@ -247,7 +244,7 @@ class Lease:
         if not self._lost:
             try:
                 self._renew(only_if_stale=True)  # trust ran out (a long pause, failing renewals): ask S3
-            except (ClientError, BotoCoreError) as exc:
+            except StorageError as exc:
                 raise LeaseLostError(
                     f"could not confirm the refresh lease s3://{self.bucket}/{self.key} ({exc}); stopped before "
                     "writing more. Rerun"
@@ -277,10 +274,11 @@ class Lease:
             if self._lost or self._etag is None:
                 return
             try:  # only our own lease: a conditional delete never removes a successor's
-                self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self._etag)
-            except ClientError as exc:
+                with s3_errors(self.bucket, self.key, "release the refresh lease"):
+                    self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self._etag)
+            except StorageError as exc:
                 if not _conflict(exc):
-                    log.warning("could not release the refresh lease: %s", _code(exc))
+                    log.warning("could not release the refresh lease: %s", exc)
             self._etag = None
 
     def __enter__(self) -> Lease:

@@ -11,9 +11,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from hf_cache.errors import StorageError
 from hf_cache.s3 import folder_prefix
+from hf_cache.s3errors import is_not_found, s3_errors
 
 log = logging.getLogger("hf_cache.refresh")
 
@@ -31,21 +31,22 @@ def abort_stale_uploads(client: Any, bucket: str, prefix: str, started_before: d
     """
     found: list[dict[str, Any]] = []
     try:
-        paginator = client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=bucket, Prefix=folder_prefix(prefix)):
-            found.extend(page.get("Uploads", []))
-    except ClientError as exc:
+        with s3_errors(bucket, folder_prefix(prefix) or None, "list the multipart uploads under"):
+            paginator = client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=bucket, Prefix=folder_prefix(prefix)):
+                found.extend(page.get("Uploads", []))
+    except StorageError as exc:
         log.warning("cannot list multipart uploads left by earlier runs (%s): leaving them to the lifecycle rule", exc)
         return 0
     aborted = 0
     for upload in stale_uploads(found, started_before):
         try:
-            client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            with s3_errors(bucket, upload["Key"], "abort the multipart upload of"):
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
             aborted += 1
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code != "NoSuchUpload":
-                log.warning("cannot abort the multipart upload of %s left by an earlier run: %s", upload["Key"], exc)
+        except StorageError as exc:
+            if not is_not_found(exc):  # NoSuchUpload: finished or aborted meanwhile
+                log.warning("cannot abort a multipart upload left by an earlier run: %s", exc)
     if aborted:
         log.info("aborted %d multipart upload(s) left by an earlier run", aborted)
     return aborted
