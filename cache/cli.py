@@ -18,7 +18,7 @@ import sys
 
 import click
 
-from hf_cache import __version__
+from hf_cache import __version__, settings
 from hf_cache.errors import ConfigError, HfCacheError
 from hf_cache.logs import LOG_FORMATS, set_log_format, setup_logging
 
@@ -47,7 +47,7 @@ COMMANDS: dict[str, str] = {
     "env": "hf_cache.readers.command:env",
     "warm": "hf_cache.readers.command:warm",
     "doctor": "hf_cache.readers.command:doctor",
-    "demo": "hf_cache.readers.demo:demo",
+    "demo": "hf_cache.demo.command:demo",
     "render": "hf_cache.deploy.render:render",
     "inject": "hf_cache.deploy.inject:inject",
     "node": "hf_cache.node.command:node",
@@ -82,11 +82,11 @@ def log_options() -> list[click.Option]:
         click.Option(
             ["--log-format"],
             type=click.Choice(LOG_FORMATS),
-            envvar="HFCACHE_LOG_FORMAT",
+            envvar=settings.LOG_FORMAT_ENV,
             default=None,
             expose_value=False,
             callback=_set_format,
-            help="Log lines as text or as one JSON object per line (pods). [env: HFCACHE_LOG_FORMAT]",
+            help=f"Log lines as text or as one JSON object per line (pods). [env: {settings.LOG_FORMAT_ENV}]",
         ),
     ]
 
@@ -133,10 +133,10 @@ def name_envvars_in_help(option: click.Option) -> None:
 @click.option(
     "--log-format",
     type=click.Choice(LOG_FORMATS),
-    envvar="HFCACHE_LOG_FORMAT",
-    default="text",
+    envvar=settings.LOG_FORMAT_ENV,
+    default=settings.LOG_FORMAT,
     show_default=True,
-    help="Log lines as text or as one JSON object per line (pods). [env: HFCACHE_LOG_FORMAT]",
+    help=f"Log lines as text or as one JSON object per line (pods). [env: {settings.LOG_FORMAT_ENV}]",
 )
 def cli(verbose: bool, quiet: bool, log_format: str) -> None:
     """Keep one shared S3 copy of Hugging Face models and serve it to every node.

@@ -10,21 +10,14 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable
+from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
-SECRET_ENV_VARS = (
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY",
-    "RCLONE_CONFIG_S3_SESSION_TOKEN",
-)
-URL_ENV_VARS = ("HF_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+from hf_cache.settings import SECRET_ENV_VARS, URL_ENV_VARS, env
+
 _TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
 _BEARER_RE = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic)\s+)[^\s'\"]+")
 # scheme://user:password@host: userinfo of any URL, wherever it appears in a message.
@@ -46,7 +39,7 @@ def _url_passwords() -> tuple[str, ...]:
     out = []
     for name in URL_ENV_VARS:
         try:
-            password = urlsplit(os.environ.get(name, "")).password
+            password = urlsplit(env(name) or "").password
         except ValueError:
             continue
         if password:
@@ -58,7 +51,7 @@ def _url_passwords() -> tuple[str, ...]:
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     """Remove secret values from ``text``: the ones in the environment, ``extra_secrets``, token shapes and the
     userinfo of URLs (one function, so a new place that records or prints text cannot forget one kind)."""
-    for value in (*(os.environ.get(name, "") for name in SECRET_ENV_VARS), *_url_passwords(), *extra_secrets):
+    for value in (*(env(name) or "" for name in SECRET_ENV_VARS), *_url_passwords(), *extra_secrets):
         if value and len(value) >= 4:
             text = text.replace(value, MASK)
     text = _TOKEN_RE.sub(MASK, text)
@@ -112,7 +105,7 @@ def set_bar_writer(writer: Callable[[str], None] | None) -> None:
     _bar_writer = writer
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler[TextIO]):
     def emit(self, record: logging.LogRecord) -> None:
         writer = _bar_writer
         if writer is None:
@@ -134,9 +127,10 @@ class _RetryNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not str(record.msg).startswith("Retry needed, retrying"):
             return False
+        first = record.args[0] if isinstance(record.args, tuple) and record.args else None
         try:
-            delay = f"{float(record.args[0]):.1f}"  # type: ignore[index]
-        except (TypeError, ValueError, IndexError):
+            delay = f"{float(first):.1f}" if isinstance(first, int | float | str) else "a moment, "
+        except ValueError:
             delay = "a moment, "
         record.msg, record.args = f"S3 did not answer or asked to slow down: retrying in {delay}s", None
         record.levelno, record.levelname = logging.WARNING, "WARNING"

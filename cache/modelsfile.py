@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from hf_cache import reponame
 from hf_cache.errors import ModelsFileError
-from hf_cache.layout import REPO_TYPES, SHA_RE, RepoType
+from hf_cache.layout import REPO_TYPES, SHA_RE, RepoType, ref_path
 
 KNOWN_KEYS = ("type", "include", "exclude", "source")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{6,39}$")
@@ -250,8 +250,8 @@ def parse_models_text(text: str, filename: str = "models.txt", *, writer: bool =
             if clash is not None:
                 problems.append(
                     f"{filename}:{lineno}: ref {entry.ref_name!r} of {entry.repo_id} clashes with ref {clash[0]!r}"
-                    f" (line {clash[1]}): refs/{clash[0]} and refs/{entry.ref_name} cannot both exist in a cache"
-                    " folder; keep one of them"
+                    f" (line {clash[1]}): {ref_path(clash[0])} and {ref_path(entry.ref_name)} cannot both exist in a"
+                    " cache folder; keep one of them"
                 )
                 continue
             published.append((entry.ref_name, lineno))

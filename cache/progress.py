@@ -9,17 +9,16 @@ single long upload is never silent and a stuck one shows as a line with the same
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
 from types import TracebackType
 from typing import Any, TextIO
 
-from hf_cache import logs
+from hf_cache import logs, settings
 
 log = logging.getLogger("hf_cache.progress")
-DEFAULT_INTERVAL = 10.0
+DEFAULT_INTERVAL = settings.PROGRESS_INTERVAL
 
 
 def human_bytes(n: float) -> str:
@@ -37,11 +36,7 @@ def plural(n: int, word: str) -> str:
 
 def log_interval() -> float:
     """Seconds between a pod's progress lines: ``HFCACHE_PROGRESS_INTERVAL``, default 10."""
-    try:
-        value = float(os.environ.get("HFCACHE_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
-    except ValueError:
-        return DEFAULT_INTERVAL
-    return value if value > 0 else DEFAULT_INTERVAL
+    return settings.progress_interval()
 
 
 def eta_seconds(done: int, total: int, rate: float) -> float | None:

@@ -7,15 +7,18 @@ when we pass none). Retries are boto3's "standard" mode: transient errors back o
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 
+from hf_cache import settings
 from hf_cache.errors import ConfigError
 from hf_cache.s3errors import s3_errors
+
+if TYPE_CHECKING:  # the stubs (boto3-stubs[s3], a test extra) are needed by mypy only, never at runtime
+    from mypy_boto3_s3 import S3Client
 
 
 def check_endpoint(url: str, source: str = "--endpoint-url / AWS_ENDPOINT_URL") -> None:
@@ -35,14 +38,13 @@ def check_endpoint(url: str, source: str = "--endpoint-url / AWS_ENDPOINT_URL") 
 
 def make_client(
     endpoint_url: str | None = None, region: str | None = None, max_pool: int = 32, max_attempts: int = 8
-) -> Any:
+) -> S3Client:
     if endpoint_url:
         check_endpoint(endpoint_url)
     else:
-        for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
-            if os.environ.get(var):
-                check_endpoint(os.environ[var], var)
-                break
+        found = settings.first_env(settings.ENDPOINT_ENVS)
+        if found is not None:
+            check_endpoint(found[1], found[0])
     config = Config(
         retries={"max_attempts": max_attempts, "mode": "standard"},
         max_pool_connections=max_pool,
@@ -61,7 +63,7 @@ def folder_prefix(prefix: str) -> str:
     return prefix + "/" if prefix else ""
 
 
-def check_bucket(client: Any, bucket: str, prefix: str = "") -> None:
+def check_bucket(client: S3Client, bucket: str, prefix: str = "") -> None:
     """Fail early, with one clear line (a ``StorageError`` subclass), when the bucket is missing or unreachable.
 
     A one-key listing of the prefix, not HeadBucket: HeadBucket is authorised as ListBucket without an

@@ -40,6 +40,11 @@ HEALTH_ADDR = "0.0.0.0"  # kubelet probes and Prometheus reach the pod IP
 HEALTH_PORT = 9090  # /readyz, /healthz, /metrics
 RC_PORT = 5572  # rclone's rc API (127.0.0.1 only): rclone's own default port
 BACKEND = "mount2"  # measured faster than `mount` (docs/measurements.md)
+# Prefetch on open (cache/mount/prefetch.py): segment streams in flight per node, over all files; 0 turns it off.
+# 16 streams of ~90 MB/s each is more than a node's share of S3 usually needs (boto3 uses 10); docs/cold-path.md.
+PREFETCH_STREAMS = 16
+# Files this large are prefetched when opened; below ~72 MiB a file is one 48 MiB segment (nothing to parallelise).
+PREFETCH_MIN_SIZE = "64M"
 
 # --- refresh --------------------------------------------------------------------------------------------------
 MODELS_FILE = "models.txt"
@@ -85,6 +90,8 @@ FRESHNESS_ENV = "HFCACHE_FRESHNESS"
 IO_TIMEOUT_ENV = "HFCACHE_IO_TIMEOUT"
 CACHE_POLL_ENV = "HFCACHE_CACHE_POLL"
 TIER_DIR_ENV = "HFCACHE_TIER_DIR"
+PREFETCH_STREAMS_ENV = "HFCACHE_PREFETCH_STREAMS"
+PREFETCH_MIN_SIZE_ENV = "HFCACHE_PREFETCH_MIN_SIZE"
 RCLONE_ARGS_ENV = "HFCACHE_RCLONE_ARGS"
 MODELS_ENV = "HFCACHE_MODELS"
 WORKERS_ENV = "HFCACHE_WORKERS"
@@ -116,6 +123,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _v(IO_TIMEOUT_ENV, "mount", "how long an uncached read waits for S3 (--io-timeout)", IO_TIMEOUT),
     _v(CACHE_POLL_ENV, "mount", "how often the LRU cap is enforced (--cache-poll)", CACHE_POLL),
     _v(TIER_DIR_ENV, "mount, node ls", "the node tier folder (--tier-dir)"),
+    _v(PREFETCH_STREAMS_ENV, "mount", "prefetch-on-open streams, 0 = off (--prefetch-streams)", PREFETCH_STREAMS),
+    _v(PREFETCH_MIN_SIZE_ENV, "mount", "smallest file prefetched on open (--prefetch-min-size)", PREFETCH_MIN_SIZE),
     _v(RCLONE_ARGS_ENV, "mount", "extra rclone flags, used when no --rclone-arg is given"),
     _v(LOG_FORMAT_ENV, "every command", "log lines as text or JSON (--log-format)", LOG_FORMAT),
     _v(PROGRESS_INTERVAL_ENV, "refresh, verify, warm", "seconds between progress lines in a pod", PROGRESS_INTERVAL),
@@ -176,3 +185,9 @@ def progress_interval() -> float:
     except ValueError:
         return PROGRESS_INTERVAL
     return value if value > 0 else PROGRESS_INTERVAL
+
+
+def environ() -> dict[str, str]:
+    """A copy of the whole environment: what `hf-cache doctor` compares with `hf-cache env`, and the base of a child
+    process's environment (rclone's, a demo reader's)."""
+    return dict(os.environ)

@@ -13,19 +13,19 @@ import pytest
 from hf_cache.errors import ConfigError, MountError
 from hf_cache.mount.bounded import BoundedWorker
 from hf_cache.mount.checks import check_directory, classify_start_failure, split_rclone_args, take_lock
-from hf_cache.mount.config import parse_size
+from hf_cache.mount.config import node_cap_bytes
 from hf_cache.mount.freshness import parse_status
 from hf_cache.s3 import check_endpoint, make_client
 
 
 @pytest.mark.parametrize(("text", "expected"), [("500G", 500 * 1024**3), ("200Gi", 200 * 1024**3), ("8M", 8 << 20)])
 def test_sizes_with_units(text: str, expected: int) -> None:
-    assert parse_size(text, Path("/tmp")) == expected
+    assert node_cap_bytes(text, Path("/tmp")) == expected
 
 
 def test_a_size_without_unit_is_refused_naming_both_meanings() -> None:
     with pytest.raises(ConfigError, match=r"'75' has no unit: write 75% .* or 75G"):
-        parse_size("75", Path("/tmp"))
+        node_cap_bytes("75", Path("/tmp"))
 
 
 def test_rclone_args_follow_shell_quoting_and_cli_wins_over_env() -> None:

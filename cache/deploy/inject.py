@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from hf_cache import settings
 from hf_cache.errors import ConfigError
 from hf_cache.readers.envvars import DEFAULT_MOUNTPOINT, reader_env
 
@@ -24,10 +25,10 @@ LABEL = "hf-cache.io/mount"
 CONTAINERS_ANNOTATION = "hf-cache.io/containers"
 VOLUME = "hf-cache"
 # The node folder the DaemonSet mounts the bucket on (HFCACHE_MOUNTPOINT in daemonset/daemonset.yaml).
-NODE_PATH = "/var/lib/hf-cache/mnt"
+NODE_PATH = settings.NODE_MOUNTPOINT
 # The node tier (HFCACHE_TIER_DIR): a standard HF cache whose relative symlinks point at local blobs or into
 # NODE_PATH below it. Job pods mount this folder, so both kinds of link resolve inside the pod (docs/node-tier.md).
-NODE_TIER = "/var/lib/hf-cache"
+NODE_TIER = settings.NODE_ROOT
 # kind -> path of the pod spec inside it
 POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     "Pod": ("spec",),
@@ -75,7 +76,7 @@ def component_replacements() -> list[dict[str, Any]]:
             for kind, path in POD_SPEC_PATHS.items()
         ]
 
-    out = [
+    out: list[dict[str, Any]] = [
         {"source": {**source, "fieldPath": "volume"}, "targets": targets(f"volumes.[name={VOLUME}]")},
         {
             "source": {**source, "fieldPath": "volumeMount"},

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from hf_cache import settings
 from hf_cache.deploy.values import (
     check_cron,
     check_host_path,
@@ -77,8 +78,8 @@ def render_overlay(cluster_dir: Path, root: Path) -> str:
     tf_path = cluster_dir / tf_name
     tf = terraform_values(_load_json(tf_path, "terraform output"), tf_path)
     image = check_image(values.get("image", DEFAULT_IMAGE), where)
-    cache_max_size = check_size(values.get("cache_max_size", "75%"), where)
-    cache_host_path = check_host_path(values.get("cache_host_path", "/var/cache/hf-cache"), where, "cache_host_path")
+    cache_max_size = check_size(values.get("cache_max_size", settings.CACHE_MAX_SIZE), where)
+    cache_host_path = check_host_path(values.get("cache_host_path", settings.CACHE_DIR), where, "cache_host_path")
     schedule = check_cron(values.get("refresh_schedule", "17 */6 * * *"), where)
     monitoring = check_namespace(values.get("monitoring_namespace", "monitoring"), where, "monitoring_namespace")
     node_selector = check_node_selector(values.get("node_selector"), where)
@@ -130,7 +131,7 @@ def render_overlay(cluster_dir: Path, root: Path) -> str:
             "ingress": [
                 {
                     "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": monitoring}}}],
-                    "ports": [{"port": 9090, "protocol": "TCP"}],
+                    "ports": [{"port": settings.HEALTH_PORT, "protocol": "TCP"}],
                 }
             ]
         },

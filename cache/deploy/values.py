@@ -9,11 +9,11 @@ key and what to write instead. The cache size goes through the mount's own parse
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from hf_cache.errors import ConfigError
-from hf_cache.mount.config import parse_size
+from hf_cache.units import parse_size_or_share
 
 # Docker/OCI reference: [host[:port]/]path[:tag][@digest]; lowercase path components as the registry requires.
 _IMAGE = re.compile(
@@ -36,8 +36,14 @@ _MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
 _MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _MONTHS = {m: i + 1 for i, m in enumerate(_MONTH_NAMES)}
 _DAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
-_FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}), ("month", 1, 12, _MONTHS))
-_FIELDS += (("day of week", 0, 6, _DAYS),)
+# (name, lowest, highest, names allowed for values)
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 6, _DAYS),
+)
 
 
 def _bad(where: str, key: str, value: Any, what: str) -> ConfigError:
@@ -86,13 +92,13 @@ def check_cron(value: Any, where: str) -> str:
 
 
 def check_size(value: Any, where: str) -> str:
-    """What ``hf-cache mount --cache-max-size`` accepts (its own parser): a size with a unit or a share in %."""
+    """What ``hf-cache mount --cache-max-size`` accepts (cache/units.py, the one grammar): a size or a share in %."""
     if not isinstance(value, str):
         raise _bad(where, "cache_max_size", value, 'write a string like "75%" or "500G"')
     try:
-        parse_size(value, Path("/"))
+        parse_size_or_share(value, "cache_max_size")
     except ConfigError as exc:
-        raise ConfigError(f"{where}: cache_max_size: {exc}") from exc
+        raise ConfigError(f"{where}: {exc}") from exc
     return value.strip()
 
 

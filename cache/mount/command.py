@@ -2,112 +2,111 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
+from hf_cache import options, settings, units
 from hf_cache.mount.checks import split_rclone_args
-from hf_cache.mount.config import MountConfig, parse_seconds, parse_size
+from hf_cache.mount.config import MountConfig, node_cap_bytes
+from hf_cache.units import parse_duration
 
 
 @click.command()
-@click.option("--bucket", envvar="HFCACHE_BUCKET", required=True, help="S3 bucket. [env: HFCACHE_BUCKET]")
-@click.option(
-    "--prefix", envvar="HFCACHE_PREFIX", default="", help="Key prefix: its root is HF_HOME. [env: HFCACHE_PREFIX]"
-)
-@click.option(
-    "--mountpoint",
-    envvar="HFCACHE_MOUNTPOINT",
-    default="/mnt/hf_cache",
-    show_default=True,
-    help="Where the bucket is mounted, read-only. [env: HFCACHE_MOUNTPOINT]",
-)
+@options.bucket
+@options.prefix
+@options.mountpoint("Where the bucket is mounted, read-only.")
 @click.option(
     "--cache-dir",
-    envvar="HFCACHE_CACHE_DIR",
-    default="/var/cache/hf-cache",
+    envvar=settings.CACHE_DIR_ENV,
+    default=settings.CACHE_DIR,
     show_default=True,
-    help="Node-local disk (NVMe) for the VFS cache. [env: HFCACHE_CACHE_DIR]",
+    help="Node-local disk (NVMe) for the VFS cache.",
 )
 @click.option(
     "--cache-max-size",
-    envvar="HFCACHE_CACHE_MAX_SIZE",
-    default="75%",
+    envvar=settings.CACHE_MAX_SIZE_ENV,
+    default=settings.CACHE_MAX_SIZE,
     show_default=True,
-    help="LRU cap: a size (500G) or a share of the cache disk (75%). [env: HFCACHE_CACHE_MAX_SIZE]",
+    help="LRU cap: a size (500G) or a share of the cache disk (75%).",
 )
-@click.option(
-    "--endpoint-url",
-    envvar=["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
-    default=None,
-    help="S3 endpoint. [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]",
-)
-@click.option(
-    "--region",
-    envvar=["AWS_REGION", "AWS_DEFAULT_REGION"],
-    default=None,
-    help="S3 region. [env: AWS_REGION, AWS_DEFAULT_REGION]",
-)
+@options.endpoint_url
+@options.region
 @click.option(
     "--health-port",
-    envvar="HFCACHE_HEALTH_PORT",
+    envvar=settings.HEALTH_PORT_ENV,
     type=int,
-    default=9090,
+    default=settings.HEALTH_PORT,
     show_default=True,
     help="Port of /readyz, /healthz, /metrics.",
 )
 @click.option(
     "--health-addr",
-    envvar="HFCACHE_HEALTH_ADDR",
-    default="0.0.0.0",
+    envvar=settings.HEALTH_ADDR_ENV,
+    default=settings.HEALTH_ADDR,
     show_default=True,
     help="Address the health/metrics server listens on.",
 )
 @click.option(
     "--rc-port",
-    envvar="HFCACHE_RC_PORT",
+    envvar=settings.RC_PORT_ENV,
     type=int,
-    default=5572,
+    default=settings.RC_PORT,
     show_default=True,
     help="rclone's rc API port, on 127.0.0.1 only.",
 )
 @click.option(
     "--freshness",
-    envvar="HFCACHE_FRESHNESS",
-    default="30s",
+    envvar=settings.FRESHNESS_ENV,
+    default=settings.FRESHNESS,
     show_default=True,
     help="How often the mount re-lists what refresh changes: a moved ref reaches new opens within this (+1 s) "
     "of the refresh's end.",
 )
 @click.option(
     "--io-timeout",
-    envvar="HFCACHE_IO_TIMEOUT",
-    default="1m",
+    envvar=settings.IO_TIMEOUT_ENV,
+    default=settings.IO_TIMEOUT,
     show_default=True,
     help="About how long a read of uncached data waits for S3 before it fails with an I/O error (outage). "
-    "Cached data never waits for S3. [env: HFCACHE_IO_TIMEOUT]",
+    "Cached data never waits for S3.",
 )
 @click.option(
     "--cache-poll",
-    envvar="HFCACHE_CACHE_POLL",
-    default="10s",
+    envvar=settings.CACHE_POLL_ENV,
+    default=settings.CACHE_POLL,
     show_default=True,
     help="How often the LRU limit is enforced.",
 )
 @click.option(
     "--backend",
     type=click.Choice(["mount2", "mount"]),
-    default="mount2",
+    default=settings.BACKEND,
     show_default=True,
     help="rclone's FUSE backend (mount2 measured faster; see README.md).",
 )
 @click.option(
     "--tier-dir",
-    envvar="HFCACHE_TIER_DIR",
+    envvar=settings.TIER_DIR_ENV,
     default=None,
     help="Keep a verified node-local Hugging Face cache here (HF_HOME for job pods; must contain --mountpoint); "
-    "--cache-max-size then caps tier + rclone cache together. See docs/node-tier.md. [env: HFCACHE_TIER_DIR]",
+    "--cache-max-size then caps tier + rclone cache together. See docs/node-tier.md.",
+)
+@click.option(
+    "--prefetch-streams",
+    envvar=settings.PREFETCH_STREAMS_ENV,
+    type=click.IntRange(min=0),
+    default=settings.PREFETCH_STREAMS,
+    show_default=True,
+    help="Prefetch on open: when a reader opens a large file the node cache lacks, fetch it in parallel segments "
+    "with at most this many streams per node (0 = off). See docs/cold-path.md. [env: HFCACHE_PREFETCH_STREAMS]",
+)
+@click.option(
+    "--prefetch-min-size",
+    envvar=settings.PREFETCH_MIN_SIZE_ENV,
+    default=settings.PREFETCH_MIN_SIZE,
+    show_default=True,
+    help="Smallest file prefetched on open. [env: HFCACHE_PREFETCH_MIN_SIZE]",
 )
 @click.option(
     "--rclone-arg",
@@ -133,13 +132,15 @@ def mount(
     backend: str,
     rclone_extra: tuple[str, ...],
     tier_dir: str | None,
+    prefetch_streams: int,
+    prefetch_min_size: str,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
     from hf_cache.mount.supervisor import Supervisor
     from hf_cache.node.agent import RCLONE_SHARE
     from hf_cache.node.tree import Tier
 
-    node_cap = parse_size(cache_max_size, Path(cache_dir))
+    node_cap = node_cap_bytes(cache_max_size, Path(cache_dir))
     tier = Tier.make(Path(tier_dir), Path(mountpoint)) if tier_dir else None  # one line if the paths do not fit
 
     cfg = MountConfig(
@@ -153,12 +154,14 @@ def mount(
         health_addr=health_addr,
         health_port=health_port,
         rc_port=rc_port,
-        freshness=parse_seconds(freshness, "--freshness"),
-        io_timeout=parse_seconds(io_timeout, "--io-timeout"),
-        cache_poll=parse_seconds(cache_poll, "--cache-poll"),
+        freshness=parse_duration(freshness, "--freshness"),
+        io_timeout=parse_duration(io_timeout, "--io-timeout"),
+        cache_poll=parse_duration(cache_poll, "--cache-poll"),
         backend=backend,
-        extra_args=split_rclone_args(rclone_extra, os.environ.get("HFCACHE_RCLONE_ARGS")),
+        extra_args=split_rclone_args(rclone_extra, settings.env(settings.RCLONE_ARGS_ENV)),
         tier_dir=None if tier is None else tier.root,
         tier_cap_bytes=node_cap,
+        prefetch_streams=prefetch_streams,
+        prefetch_min_size=units.parse_size(prefetch_min_size, "--prefetch-min-size"),
     )
     Supervisor(cfg).run()

@@ -12,6 +12,7 @@ import shutil
 import sysconfig
 from pathlib import Path
 
+from hf_cache import settings
 from hf_cache.errors import ConfigError
 from hf_cache.mount.config import MountConfig
 
@@ -32,7 +33,7 @@ def rclone_binary() -> str:
 
 
 def rclone_env(cfg: MountConfig, base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
+    env = settings.environ() if base is None else dict(base)
     env.setdefault("RCLONE_CONFIG", "/dev/null")  # the remote lives in RCLONE_CONFIG_*: no file, no NOTICE per start
     prefix = f"RCLONE_CONFIG_{REMOTE.upper()}_"
     env[prefix + "TYPE"] = "s3"
@@ -41,7 +42,7 @@ def rclone_env(cfg: MountConfig, base: dict[str, str] | None = None) -> dict[str
     if cfg.endpoint_url:
         env[prefix + "ENDPOINT"] = cfg.endpoint_url
         env[prefix + "FORCE_PATH_STYLE"] = "true"
-    region = cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    region = cfg.region or next((env[n] for n in settings.REGION_ENVS if env.get(n)), None)
     if region:
         env[prefix + "REGION"] = region
     return env

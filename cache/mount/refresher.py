@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-META_DIR = "hf-cache"
-HUB_DIR = "hub"
+from hf_cache import layout
+from hf_cache.layout import HUB_DIR, META_DIR
 
 
 def top_level() -> list[list[str]]:
@@ -29,10 +29,10 @@ def repo_folders(repo_dirs: Iterable[str]) -> list[str]:
     """Per repo, the folders a refresh can change: the repo's own, its refs, snapshots and trees."""
     dirs: list[str] = []
     for name in sorted(repo_dirs):
-        if "--" not in name:  # hub/ holds models--*, datasets--*, spaces--* only; anything else is not ours
+        if "--" not in name:  # hub/ holds repo folders (type--org--name) only; anything else is not ours
             continue
-        base = f"{HUB_DIR}/{name}"
-        dirs += [base, f"{base}/refs", f"{base}/snapshots", f"{base}/trees"]
+        base = layout.join(HUB_DIR, name)
+        dirs += [base, *(layout.join(base, d) for d in (layout.REFS_DIR, layout.SNAPSHOTS_DIR, layout.TREES_DIR))]
     return dirs
 
 

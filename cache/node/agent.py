@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from hf_cache import layout
 from hf_cache.errors import IntegrityError
 from hf_cache.mount.refresher import vfs_refresh
 from hf_cache.node import evict as ev
@@ -118,7 +119,7 @@ class NodeAgent:
 
         Once rclone shows a read, the entry is wanted until it is promoted or refused, even if rclone evicts its
         cache file meanwhile (then it is read again through the mount)."""
-        rel = f"hub/{e.repo}/snapshots/{e.sha}/{e.path}"
+        rel = layout.join(layout.HUB_DIR, e.repo, layout.snapshot_path(e.sha, e.path))
         key = (e.repo, e.sha, e.path)
         held, accessed = vfscache.read_by_node(self.cache_dir, self.remote_path, rel)
         acted = self._acted.get(key)

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 
+from hf_cache import layout, settings
 from hf_cache.errors import ConfigError
 from hf_cache.node.tree import load_entries, open_tier, read_refs
 from hf_cache.progress import human_bytes
+from hf_cache.reponame import format_repo
 
 
 def summary(root: Path) -> list[dict]:
@@ -32,7 +34,7 @@ def summary(root: Path) -> list[dict]:
         row[f"{kind}_bytes"] += e.size
     out = []
     for (repo, sha), row in sorted(rows.items()):
-        refs = sorted(n for n, s in read_refs(tier.hub / repo / "refs").items() if s == sha)
+        refs = sorted(n for n, s in read_refs(tier.hub / repo / layout.REFS_DIR).items() if s == sha)
         out.append({"repo": repo, "sha": sha, "refs": refs, **row})
     return out
 
@@ -45,10 +47,10 @@ def node() -> None:
 @node.command("ls")
 @click.option(
     "--tier-dir",
-    envvar=["HFCACHE_TIER_DIR", "HF_HOME"],
-    default="/mnt/hf_cache",
+    envvar=[settings.TIER_DIR_ENV, settings.HF_HOME_ENV],
+    default=settings.MOUNTPOINT,
     show_default=True,
-    help="The tier: the node's --tier-dir, or HF_HOME in a job pod. [env: HFCACHE_TIER_DIR, HF_HOME]",
+    help="The tier: the node's --tier-dir, or HF_HOME in a job pod.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per snapshot.")
 def ls(tier_dir: str, as_json: bool) -> None:
@@ -59,7 +61,8 @@ def ls(tier_dir: str, as_json: bool) -> None:
             click.echo(json.dumps(row))
         return
     for r in rows:
-        name = r["repo"].split("--", 1)[1].replace("--", "/")
+        parsed = layout.parse_repo_folder(r["repo"])
+        name = format_repo(parsed[1], parsed[0]) if parsed else r["repo"]
         refs = ",".join(r["refs"]) or "-"
         click.echo(
             f"{name}@{r['sha'][:12]} ({refs}): hot {r['hot_files']} files {human_bytes(r['hot_bytes'])}, "

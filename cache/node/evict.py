@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hf_cache import layout
 from hf_cache.node.tree import Entry, Tier, swap_link
 
 
@@ -38,11 +39,11 @@ def plan(blobs: list[Blob], other_bytes: int, cap: int, incoming: int = 0) -> tu
 
 
 def blobs_on_disk(tier: Tier) -> list[Blob]:
-    out = []
+    out: list[Blob] = []
     if not tier.hub.is_dir():
         return out
     for repo_dir in tier.hub.iterdir():
-        bdir = repo_dir / "blobs"
+        bdir = repo_dir / layout.BLOBS_DIR
         if not bdir.is_dir():
             continue
         for p in bdir.iterdir():

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hf_cache import layout
 from hf_cache.errors import ConfigError
-from hf_cache.layout import HUB_DIR, META_DIR, SHA_RE
+from hf_cache.layout import HUB_DIR, MANIFESTS_DIR, META_DIR, REFS_DIR, SHA_RE
 
 STATE_DIR = ".hf-cache-node"
 
@@ -69,19 +70,19 @@ class Tier:
         return self.mountpoint / HUB_DIR
 
     def manifest_on_mount(self, repo: str, sha: str) -> Path:
-        return self.mountpoint / META_DIR / "manifests" / repo / f"{sha}.json"
+        return self.mountpoint / META_DIR / layout.manifest_path(repo, sha)
 
     def manifest_copy(self, repo: str, sha: str) -> Path:
-        return self.state / "manifests" / repo / f"{sha}.json"
+        return self.state / layout.manifest_path(repo, sha)
 
     def link(self, e: Entry) -> Path:
-        return self.hub / e.repo / "snapshots" / e.sha / e.path
+        return self.hub / e.repo / layout.snapshot_path(e.sha, e.path)
 
     def blob(self, repo: str, sha256: str) -> Path:
-        return self.hub / repo / "blobs" / sha256
+        return self.hub / repo / layout.BLOBS_DIR / sha256
 
     def mount_file(self, e: Entry) -> Path:
-        return self.mount_hub / e.repo / "snapshots" / e.sha / e.path
+        return self.mount_hub / e.repo / layout.snapshot_path(e.sha, e.path)
 
     def hot_target(self, e: Entry) -> str:
         return os.path.relpath(self.blob(e.repo, e.sha256), self.link(e).parent)
@@ -158,7 +159,7 @@ def write_atomic(tier: Tier, dest: Path, data: bytes) -> None:
 def load_entries(tier: Tier) -> list[Entry]:
     """Every snapshot entry the tier has built (from its manifest copies: no call on the mount)."""
     out: list[Entry] = []
-    base = tier.state / "manifests"
+    base = tier.state / MANIFESTS_DIR
     if not base.is_dir():
         return out
     for repo_dir in sorted(base.iterdir()):
@@ -170,7 +171,7 @@ def load_entries(tier: Tier) -> list[Entry]:
 
 def read_refs(refs_dir: Path) -> dict[str, str]:
     """``{ref name: sha}`` of a repo's refs folder (names may contain '/'); entries that are not a sha are skipped."""
-    out = {}
+    out: dict[str, str] = {}
     if not refs_dir.is_dir():
         return out
     for p in refs_dir.rglob("*"):
@@ -207,7 +208,7 @@ def sync(tier: Tier, relist: Callable[[list[str]], object] | None = None) -> Syn
         repo = repo_dir.name
         if not repo_dir.is_dir() or "--" not in repo:
             continue
-        refs = read_refs(repo_dir / "refs")
+        refs = read_refs(repo_dir / REFS_DIR)
         for sha in sorted(set(refs.values())):
             if tier.manifest_copy(repo, sha).is_file():
                 continue
@@ -217,7 +218,7 @@ def sync(tier: Tier, relist: Callable[[list[str]], object] | None = None) -> Syn
                 except FileNotFoundError:
                     if relist is None:
                         raise
-                    relist([f"{META_DIR}/manifests", f"{META_DIR}/manifests/{repo}"])
+                    relist([layout.join(META_DIR, MANIFESTS_DIR), layout.join(META_DIR, MANIFESTS_DIR, repo)])
                     raw = tier.manifest_on_mount(repo, sha).read_bytes()
                 entries = entries_from_manifest(repo, sha, raw)
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -226,20 +227,20 @@ def sync(tier: Tier, relist: Callable[[list[str]], object] | None = None) -> Syn
             for e in entries:
                 blob = tier.blob(repo, e.sha256)
                 swap_link(tier, tier.link(e), tier.hot_target(e) if blob.is_file() else tier.cold_target(e))
-            (tier.hub / repo / "snapshots" / sha).mkdir(parents=True, exist_ok=True)  # an empty snapshot, too
-            tree = repo_dir / "trees" / f"{sha}.json"
+            (tier.hub / repo / layout.snapshot_path(sha)).mkdir(parents=True, exist_ok=True)  # an empty snapshot, too
+            tree = repo_dir / layout.tree_path(sha)
             with contextlib.suppress(FileNotFoundError):
-                write_atomic(tier, tier.hub / repo / "trees" / f"{sha}.json", tree.read_bytes())
+                write_atomic(tier, tier.hub / repo / layout.tree_path(sha), tree.read_bytes())
             write_atomic(tier, tier.manifest_copy(repo, sha), raw)
             res.snapshots_added += 1
-        local = read_refs(tier.hub / repo / "refs")
+        local = read_refs(tier.hub / repo / REFS_DIR)
         for name, sha in refs.items():
             if local.get(name) != sha and tier.manifest_copy(repo, sha).is_file():
-                write_atomic(tier, tier.hub / repo / "refs" / name, sha.encode())  # no newline, as published
+                write_atomic(tier, tier.hub / repo / layout.ref_path(name), sha.encode())  # no newline, as published
                 res.refs_changed += 1
-        if (repo_dir / "refs").is_dir():  # a ref removed from the bucket (prune) goes; its snapshot stays readable
+        if (repo_dir / REFS_DIR).is_dir():  # a ref removed from the bucket (prune) goes; its snapshot stays readable
             for name in set(local) - set(refs):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tier.hub / repo / "refs" / name)
+                    os.unlink(tier.hub / repo / layout.ref_path(name))
                 res.refs_changed += 1
     return res

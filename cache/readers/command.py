@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 
 import click
 
+from hf_cache import options, settings
 from hf_cache.errors import ConfigError, HfCacheError
-from hf_cache.layout import mount_hub_dir
+from hf_cache.layout import RepoType, mount_hub_dir
 from hf_cache.modelsfile import parse_models_file
 from hf_cache.progress import Progress, human_bytes, plural
-from hf_cache.readers.envvars import DEFAULT_MOUNTPOINT, reader_env
+from hf_cache.readers.envvars import reader_env
 from hf_cache.reponame import GRAMMAR, parse_repos
 
-mountpoint_opt = click.option(
-    "--mountpoint",
-    envvar="HFCACHE_MOUNTPOINT",
-    default=DEFAULT_MOUNTPOINT,
-    show_default=True,
-    help="Where the hf-cache mount is. [env: HFCACHE_MOUNTPOINT]",
-)
+mountpoint_opt = options.mountpoint()
 
 
 def format_env(env: dict[str, str], fmt: str) -> str:
@@ -46,13 +40,13 @@ def format_env(env: dict[str, str], fmt: str) -> str:
     show_default=True,
     help="shell (export lines), dotenv, k8s (a container's env list) or json (an object).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
+@options.as_json
 def env(mountpoint: str, fmt: str, as_json: bool) -> None:
     """Print the environment that makes Hugging Face libraries read the mount, offline."""
     click.echo(format_env(reader_env(mountpoint), "json" if as_json else fmt))
 
 
-def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | None, str]]:
+def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | None, RepoType]]:
     """(repo_id, revision, type) from ``[dataset:]ORG/NAME[@REV]`` arguments and/or a models file."""
     names = parse_repos(repos)
     specs = [(n.repo_id, n.revision, n.repo_type) for n in names]
@@ -70,12 +64,12 @@ def _specs(repos: tuple[str, ...], models: str | None) -> list[tuple[str, str | 
 @mountpoint_opt
 @click.option(
     "--workers",
-    type=click.IntRange(1, 64),
-    default=16,
+    type=click.IntRange(1, settings.MAX_WORKERS),
+    default=settings.WARM_WORKERS,
     show_default=True,
     help="Read streams in flight in all (each large file is read as several segments at once).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
+@options.as_json
 def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: int, as_json: bool) -> None:
     """Read every file of the given snapshots through the mount, verified, so this node's cache holds them."""
     from hf_cache.errors import MountError
@@ -94,7 +88,7 @@ def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: i
     problems = []
     with Progress("warm") as progress:
         try:
-            files, nbytes = warm_files(found, workers=workers, progress=progress)  # type: ignore[arg-type]
+            files, nbytes = warm_files(found, workers=workers, progress=progress)
         except HfCacheError as exc:
             files, nbytes = progress.files, progress.bytes
             problems.append(str(exc))
@@ -122,9 +116,13 @@ def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: i
 @click.argument("repos", nargs=-1, metavar=f"[{GRAMMAR}]...")
 @mountpoint_opt
 @click.option(
-    "--max-age-hours", type=float, default=48.0, show_default=True, help="A refresh older than this is reported stale."
+    "--max-age-hours",
+    type=float,
+    default=settings.DOCTOR_MAX_AGE_HOURS,
+    show_default=True,
+    help="A refresh older than this is reported stale.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
+@options.as_json
 def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float, as_json: bool) -> None:
     """Check this pod or node can read models from the mount; one line per check, the fix for each failure."""
     from hf_cache.readers.doctor import Check, check_env, check_fresh, check_mount, check_repo
@@ -145,7 +143,7 @@ def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float, as_jso
     from hf_cache.node.command import tier_check
 
     tier, fuse_mp = tier_check(mp)  # HF_HOME may be the node tier (docs/node-tier.md), its mount below it
-    report(check_env(mountpoint, dict(os.environ)), *([Check("tier", *tier)] if tier else []), *check_mount(fuse_mp))
+    report(check_env(mountpoint, settings.environ()), *([Check("tier", *tier)] if tier else []), *check_mount(fuse_mp))
     if all(c.ok for c in checks if c.name == "mount"):
         report(check_fresh(fuse_mp, max_age_hours))
         for rid, rev, rtype in specs:

@@ -10,25 +10,28 @@ hub cache is ``HF_HOME/hub`` and it is read-only, so everything huggingface/tran
 
 from __future__ import annotations
 
-DEFAULT_MOUNTPOINT = "/mnt/hf_cache"
-DEFAULT_SCRATCH = "/tmp/hf-cache"
+from hf_cache import layout, settings
+
+DEFAULT_MOUNTPOINT = settings.MOUNTPOINT
+DEFAULT_SCRATCH = settings.READER_SCRATCH
 
 
 def reader_env(mountpoint: str = DEFAULT_MOUNTPOINT, scratch: str = DEFAULT_SCRATCH) -> dict[str, str]:
-    """Environment variables, in a stable order, that make HF libraries read the mount and nothing else."""
+    """Environment variables, in a stable order, that make HF libraries read the mount and nothing else (why each:
+    ``settings.READER_ENV_VARS``; a test keeps the two the same set)."""
     mount = mountpoint.rstrip("/") or "/"
     tmp = scratch.rstrip("/")
     return {
         "HF_HOME": mount,
-        "HF_HUB_CACHE": f"{mount}/hub",
+        "HF_HUB_CACHE": layout.mount_hub_dir(mount),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "HF_HUB_DISABLE_UPDATE_CHECK": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         # Writers that would otherwise write under HF_HOME (read-only here):
-        "HF_MODULES_CACHE": f"{tmp}/modules",  # transformers trust_remote_code modules
-        "HF_DATASETS_CACHE": f"{tmp}/datasets",  # datasets' Arrow processing cache
+        "HF_MODULES_CACHE": f"{tmp}/modules",
+        "HF_DATASETS_CACHE": f"{tmp}/datasets",
         "HF_XET_CACHE": f"{tmp}/xet",
         "HF_ASSETS_CACHE": f"{tmp}/assets",
         "HF_TOKEN_PATH": f"{tmp}/token",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hf_cache.errors import HfCacheError, IntegrityError
-from hf_cache.layout import META_DIR, SHA_RE, repo_folder_name
+from hf_cache.layout import META_DIR, REFS_DIR, SHA_RE, manifest_path, ref_path, repo_folder_name, snapshot_path
 from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.progress import Progress
 from hf_cache.reponame import format_repo
@@ -52,19 +52,19 @@ def resolve_snapshot(hub_dir: Path, repo_id: str, revision: str | None, repo_typ
     if SHA_RE.match(rev):
         sha = rev
     else:
-        ref = repo_dir / "refs" / rev
+        ref = repo_dir / ref_path(rev)
         if not ref.is_file():
             return Resolved(
                 spec,
                 None,
                 f"{format_repo(repo_id, repo_type)} has no ref {rev!r} (published refs: "
-                f"{', '.join(sorted(p.name for p in (repo_dir / 'refs').glob('*'))) or 'none'})",
+                f"{', '.join(sorted(p.name for p in (repo_dir / REFS_DIR).glob('*'))) or 'none'})",
             )
         sha = ref.read_text()
-    snap = repo_dir / "snapshots" / sha
+    snap = repo_dir / snapshot_path(sha)
     if not snap.is_dir():
         return Resolved(spec, None, f"{spec} points at {sha[:12]}, whose snapshot folder is missing")
-    manifest = hub_dir.parent / META_DIR / "manifests" / repo_dir.name / f"{sha}.json"
+    manifest = hub_dir.parent / META_DIR / manifest_path(repo_dir.name, sha)
     return Resolved(spec, snap, manifest=manifest)
 
 
