@@ -18,7 +18,7 @@ from hf_cache.refresh.prune import (
     prune_refusal,
     removed_repos,
 )
-from hf_cache.refresh.publish import Target
+from hf_cache.refresh.store import Target
 from tests.refresh_helpers import check_refs_complete, objects, read, run_refresh, status
 from tests.support.s3server import S3Server
 

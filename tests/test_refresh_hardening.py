@@ -286,16 +286,17 @@ def test_local_file_rewritten_during_the_run_is_not_published_with_its_old_hash(
 ) -> None:
     """A writer rewrites weights.bin (same size) after refresh hashed it and before it uploads it."""
     from hf_cache.modelsfile import parse_models_file
-    from hf_cache.refresh.publish import Publisher, Target
+    from hf_cache.refresh.publish import Publisher
     from hf_cache.refresh.source import HubSource, LocalSource
+    from hf_cache.refresh.store import Target
 
     real_fetch = LocalSource.fetch
 
-    def fetch_then_rewrite(self, entry, snapshot, file, dest_dir):
-        path = real_fetch(self, entry, snapshot, file, dest_dir)
+    def fetch_then_rewrite(self, entry, snapshot, file, dest_dir, on_bytes=None):
+        fetched = real_fetch(self, entry, snapshot, file, dest_dir, on_bytes)
         if file.path == "weights.bin":
-            path.write_bytes(b"\7" * path.stat().st_size)
-        return path
+            fetched.path.write_bytes(b"\7" * fetched.path.stat().st_size)
+        return fetched
 
     monkeypatch.setattr(LocalSource, "fetch", fetch_then_rewrite)
     models = tmp_path / "models.txt"

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from hf_cache.refresh.status import RepoState, RunState
+
 
 @dataclass(frozen=True)
 class Freshness:
@@ -35,8 +37,8 @@ def parse_status(raw: bytes | str, previous_success: float | None = None) -> Fre
         raise ValueError("status.json is not an object")
     ended = _ts(data.get("ended"))
     repos = data.get("repos") or []
-    failed = sum(1 for r in repos if isinstance(r, dict) and r.get("state") != "ok")
-    ok = data.get("state", "ok" if failed == 0 else "failed") == "ok" and failed == 0
+    failed = sum(1 for r in repos if isinstance(r, dict) and r.get("state") != RepoState.OK)
+    ok = data.get("state", RunState.OK if failed == 0 else RunState.FAILED) == RunState.OK and failed == 0
     success = _ts(data.get("last_success"))
     if success is None:
         success = ended if ok else previous_success

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hf_cache import treelisting
 from hf_cache.mount import fusemount
 from hf_cache.mount.bounded import BoundedWorker, Outcome
 from hf_cache.progress import plural
 from hf_cache.readers.envvars import reader_env
 from hf_cache.readers.warm import resolve_snapshot
+from hf_cache.refresh.status import RepoState
 from hf_cache.reponame import format_repo
 
 
@@ -132,7 +134,7 @@ def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float]
             "the hf-cache-refresh CronJob (kubectl -n hf-cache create job --from=cronjob/hf-cache-refresh x)",
         )
     age_h = (now() - mtime) / 3600
-    failed = [r["repo"] for r in data.get("repos", []) if r.get("state") != "ok"]
+    failed = [r["repo"] for r in data.get("repos", []) if r.get("state") != RepoState.OK]
     if age_h > max_age_hours:
         return Check(
             "freshness",
@@ -161,8 +163,10 @@ def _check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: st
     sha = resolved.snapshot.name
     tree = resolved.snapshot.parent.parent / "trees" / f"{sha}.json"
     try:
-        listed = json.loads(tree.read_text())["files"]
-    except (OSError, ValueError, KeyError):
+        listed = treelisting.decode(tree.read_bytes())
+    except OSError:
+        listed = None
+    if listed is None:
         return Check(
             f"repo {resolved.spec}",
             False,

@@ -13,11 +13,12 @@ from typing import Any
 
 import click
 
-from hf_cache import __version__, layout
+from hf_cache import __version__, faults, layout
 from hf_cache.errors import ConfigError, HfCacheError, RefreshFailedError, StorageError
 from hf_cache.modelsfile import ModelEntry, glob_problem, parse_models_file
 from hf_cache.progress import Progress, human_bytes, plural
 from hf_cache.refresh.lease import DEFAULT_TTL, Lease
+from hf_cache.refresh.manifest import valid_manifest
 from hf_cache.refresh.plan import Action
 from hf_cache.refresh.prune import (
     apply_prune,
@@ -29,20 +30,12 @@ from hf_cache.refresh.prune import (
     run_prune,
     scan_published,
 )
-from hf_cache.refresh.publish import (
-    Publisher,
-    RepoPlan,
-    RepoResult,
-    Target,
-    install_kill_hook,
-    make_scratch,
-    now_iso,
-    remove_scratch,
-    valid_manifest,
-)
+from hf_cache.refresh.publish import Publisher, RepoPlan, make_scratch, remove_scratch
 from hf_cache.refresh.remove import describe, plan_remove, published_names
 from hf_cache.refresh.repair import repair_entry
 from hf_cache.refresh.source import HubSource
+from hf_cache.refresh.status import RepoResult, RepoState, now_iso, run_state
+from hf_cache.refresh.store import Target
 from hf_cache.refresh.uploads import abort_stale_uploads
 from hf_cache.reponame import GRAMMAR, RepoName, case_clash, format_repo, not_published, parse_repos
 from hf_cache.s3 import check_bucket, make_client
@@ -83,7 +76,7 @@ def _summary(results: list[RepoResult]) -> str:
     lines = []
     for r in results:
         sha = (r.sha or "-")[:12]
-        if r.state == "ok":
+        if r.ok:
             lines.append(
                 f"  ok      {r.entry.display} -> {sha}  {plural(r.files, 'file')}, {human_bytes(r.bytes_total)}"
                 f" (uploaded {human_bytes(r.bytes_uploaded)}, copied {human_bytes(r.bytes_copied)},"
@@ -216,7 +209,7 @@ def refresh(
     target = _target(bucket, prefix, endpoint_url, region, pool=workers * 4 + 8)
     if ad_hoc:
         _check_spelling(target, entries)
-    install_kill_hook(target.client)
+    faults.kill_before_write(target.client)
     started = now_iso()
     t0 = time.monotonic()
     results: list[RepoResult] = []
@@ -234,11 +227,11 @@ def refresh(
                     lease.check()
                     results.append(publisher.publish(entry))
             lease.check()
-            failed = [r for r in results if r.state != "ok"]
+            failed = [r for r in results if not r.ok]
             prune_refused: str | None = None
             if ad_hoc:
                 runs = previous.get("ad_hoc") if isinstance(previous.get("ad_hoc"), list) else []
-                run = {"started": started, "ended": now_iso(), "state": "ok" if not failed else "failed"}
+                run = {"started": started, "ended": now_iso(), "state": run_state(results)}
                 previous["ad_hoc"] = [*runs[-19:], {**run, "repos": [r.to_json() for r in results]}]
                 target.put_json(layout.status_key(target.prefix), previous)
             else:
@@ -276,7 +269,7 @@ def _record_run(
     delisted: dict[str, str] = dict(old_delisted) if isinstance(old_delisted, dict) else {}
     pruned: list[str] = []
     prune_refused: str | None = None
-    failed = [r for r in results if r.state != "ok"]
+    failed = [r for r in results if not r.ok]
     if prune and failed:
         log.warning("not pruning: %d repo(s) failed in this run", len(failed))
     elif prune:
@@ -293,7 +286,7 @@ def _record_run(
         "ended": ended,
         "last_success": last_success if isinstance(last_success, str) else None,
         "seconds": round(time.monotonic() - t0, 3),
-        "state": "ok" if not failed else "failed",
+        "state": run_state(results),
         "repos": [r.to_json() for r in results],
         "delisted": delisted,
         "pruned": pruned,
@@ -354,8 +347,10 @@ def _dry_run(
             if fp.action is not Action.SKIP:
                 say(f"  {fp.action.value:6} {path} ({human_bytes(fp.size or 0)})")
     if prune:
-        resolved = [RepoResult(p.entry, sha=p.sha, state="ok" if p.error is None else "failed") for p in plans]
-        if any(r.state != "ok" for r in resolved):
+        resolved = [
+            RepoResult(p.entry, sha=p.sha, state=RepoState.OK if p.error is None else RepoState.FAILED) for p in plans
+        ]
+        if not all(r.ok for r in resolved):
             say("prune: nothing (a repo could not be resolved; a run would not prune either)")
             doc["prune"] = {"actions": [], "refused": None, "skipped": "a repo could not be resolved"}
         else:
@@ -578,7 +573,7 @@ def _repair(
                         continue
                     lease.check()
                     result = publisher.publish(entry)
-                    if result.state != "ok":
+                    if not result.ok:
                         name = format_repo(m["repo"], m["type"], m["sha"])
                         left += [
                             {**b, "problem": f"{b['problem']}, repair failed: {result.error}"}

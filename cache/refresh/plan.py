@@ -1,17 +1,20 @@
-"""What to do with one file of a snapshot: leave it, server-side copy it, or fetch, verify and upload it.
+"""One file's way through publish: leave it, server-side copy it, or fetch, verify and upload it; then check it landed.
 
-A pure decision from what the source says about the file and what S3 says about the objects that could stand in for
-it, so ``--dry-run`` prints exactly what a run would do and the rules are unit-tested without a server. An object
-counts only when S3's own SHA-256 checksum vouches for its bytes (see checksums.py): metadata alone can be rewritten
-with any bytes under it, and an object we cannot vouch for is never skipped or copied, its file is fetched again.
+Pure decisions from what the source says about the file and what S3 says about the objects that could stand in for
+it, so ``--dry-run`` prints exactly what a run would do and the rules are unit-tested without a server
+(tests/test_publish_units.py); publish.py only does the I/O each decision asks for. An object counts only when S3's
+own SHA-256 checksum vouches for its bytes (see checksums.py): metadata alone can be rewritten with any bytes under
+it, and an object we cannot vouch for is never skipped or copied, its file is fetched again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hf_cache.refresh.checksums import b64_of_hex, is_multipart, same_checksum
+from hf_cache.errors import HfCacheError, IntegrityError, StorageError
+from hf_cache.refresh.checksums import Digest, b64_of_hex, is_multipart, same_checksum
 from hf_cache.refresh.source import RepoFile
 
 
@@ -29,6 +32,17 @@ class ObjectState:
     size: int
     checksum: str | None
     meta: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Reusable:
+    """A file of another published snapshot of the repo, as its manifest recorded it: a server-side copy source."""
+
+    key: str
+    size: int
+    sha256: str
+    blob_id: str
+    s3_checksum: str | None
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,7 @@ def decide(file: RepoFile, at_key: ObjectState | None, candidate: Candidate | No
     sha256 and size; else fetch."""
     if at_key is not None and (file.size is None or at_key.size == file.size):
         meta = at_key.meta
+        sha256: str | None
         if file.sha256 is not None:
             sha256 = file.sha256
         elif file.blob_id is not None and meta.get("blob-id") == file.blob_id:
@@ -98,3 +113,45 @@ def decide(file: RepoFile, at_key: ObjectState | None, candidate: Candidate | No
             )
         return FilePlan(Action.FETCH, file.size, reason=f"S3 cannot vouch for {candidate.obj.key}: not copied")
     return FilePlan(Action.FETCH, file.size)
+
+
+def copy_source(file: RepoFile, reusable: Mapping[str, Reusable]) -> Reusable | None:
+    """The published file worth a HEAD as a copy source for ``file``: same sha256 (the source vouches for it) and,
+    where the source gave a size, the same size. None when there is none; ``decide`` then judges S3's answer."""
+    if file.sha256 is None:
+        return None
+    known = reusable.get(file.sha256)
+    if known is None or file.size not in (None, known.size):
+        return None
+    return known
+
+
+def copy_problem(repo: str, file: RepoFile, plan: FilePlan, head: ObjectState | None) -> HfCacheError | None:
+    """What is wrong with a server-side copy as S3 reports it afterwards; None when it holds the bytes planned."""
+    if head is None or head.size != plan.size or not same_checksum(head.checksum, plan.s3_checksum):
+        return StorageError(f"{repo}: copy of {file.path} did not land intact in S3")
+    return None
+
+
+def upload_problem(
+    repo: str, file: RepoFile, digest: Digest, head: ObjectState | None, in_place: bool
+) -> HfCacheError | None:
+    """What is wrong with an upload as S3 reports it afterwards; None when S3's checksum proves it holds the bytes
+    hashed. ``in_place``: the source's own file was read where it is, so a mismatch means it changed under us."""
+    if head is None or head.size != digest.size or head.meta.get("sha256") != digest.sha256:
+        return StorageError(f"{repo}: {file.path} did not land intact in S3 (size/metadata mismatch)")
+    if head.checksum is None:
+        return StorageError(
+            f"{repo}: the S3 endpoint kept no SHA-256 checksum for {file.path}; refresh needs S3's"
+            " additional checksums (ChecksumAlgorithm=SHA256: AWS S3, MinIO, moto) to vouch for published bytes"
+        )
+    if not same_checksum(head.checksum, digest.s3_checksum):
+        # S3 hashed what it received: the bytes uploaded are not the bytes hashed (a local file rewritten during
+        # the run, or bytes changed on the way).
+        return IntegrityError(
+            f"{repo}: {file.path} changed while it was being published (S3's checksum of what it"
+            " received does not match the hash taken before); run refresh again once it is stable"
+            if in_place
+            else f"{repo}: {file.path} did not land intact in S3 (S3's checksum does not match)"
+        )
+    return None

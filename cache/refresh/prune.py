@@ -19,7 +19,7 @@ from typing import Any
 
 from hf_cache import layout
 from hf_cache.errors import ConfigError
-from hf_cache.refresh.publish import Target
+from hf_cache.refresh.store import Target
 
 log = logging.getLogger("hf_cache.prune")
 _DURATION = re.compile(r"^(\d+)([smhdw])$")

@@ -16,13 +16,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from hf_cache import settings
 from hf_cache.errors import ConfigError, GatedRepoError, HubError, IntegrityError
 from hf_cache.layout import SHA_RE
 from hf_cache.logs import redact, redact_url
 from hf_cache.modelsfile import ModelEntry
 from hf_cache.refresh.checksums import ChangedWhileHashing, Digest, hash_fd
+
+if TYPE_CHECKING:  # imported where used: huggingface_hub is slow to import and most commands never need it
+    from huggingface_hub import HfApi
 
 LFS_THRESHOLD = 10 * 1024 * 1024  # files at least this big are described (and hashed) as LFS files
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n"
@@ -37,6 +41,7 @@ class RepoFile:
     sha256: str | None = None  # the Hub's LFS sha256
     blob_id: str | None = None  # the git blob id (sha1 of "blob <len>\\0" + bytes, or of the LFS pointer)
     s3_checksum: str | None = None  # S3's SHA-256 checksum of these bytes as publish uploads them (when we hashed them)
+    lfs: bool | None = None  # stored as an LFS file at the source; None: the source does not say (judged by size)
 
 
 @dataclass(frozen=True)
@@ -95,14 +100,50 @@ def verify_download(file: RepoFile, local: Path, repo: str) -> Digest:
     return digest
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """One file's bytes, ready to upload, and what they hash to (checked against every checksum the source gave)."""
+
+    path: Path
+    digest: Digest
+    in_place: bool  # the source's own file, read where it is: never deleted, and it may change under us
+
+    def release(self) -> None:
+        """Give back the scratch space (a download); a file read in place is left alone."""
+        if not self.in_place:
+            self.path.unlink(missing_ok=True)
+
+
 class Source(Protocol):
-    """What publish needs from a source."""
+    """What publish needs from a source; publish never asks which source it has.
 
-    endpoint: str
+    A new source (ModelScope, another mirror) is one class implementing these four methods and one branch in
+    ``source_for``: verification, the S3 layout, the lease and the ref-last atomicity come with publish.
+    """
 
-    def resolve(self, entry: ModelEntry) -> Snapshot: ...
+    def resolve(self, entry: ModelEntry) -> Snapshot:
+        """The commit ``entry`` names now, with every file it wants and whatever checksums the source vouches for."""
+        ...
 
-    def fetch(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile, dest_dir: Path) -> Path: ...
+    def complete(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile) -> RepoFile:
+        """``file`` with size and a checksum filled in where the listing gave none (publish needs both to decide)."""
+        ...
+
+    def fetch(
+        self,
+        entry: ModelEntry,
+        snapshot: Snapshot,
+        file: RepoFile,
+        dest_dir: Path,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Fetched:
+        """The file's bytes, verified against the listing; a download goes to ``dest_dir`` (bounded scratch) and
+        reports its bytes to ``on_bytes`` as they arrive."""
+        ...
+
+    def origin(self, entry: ModelEntry) -> str:
+        """Where ``entry`` comes from, as the manifest records it (no credentials)."""
+        ...
 
 
 class LocalSource:
@@ -160,6 +201,7 @@ class LocalSource:
                 sha256=digest.sha256,
                 blob_id=digest.blob_id or lfs_blob_id(digest.sha256, digest.size),
                 s3_checksum=digest.s3_checksum,
+                lfs=digest.size >= LFS_THRESHOLD,  # as git-lfs would store it
             )
 
         # hashlib releases the GIL on large buffers: hashing several files at once uses every core.
@@ -219,19 +261,35 @@ class LocalSource:
         finally:
             os.close(fd)
 
-    def fetch(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile, dest_dir: Path) -> Path:
-        """Local files need no download: publish reads them in place (no scratch disk used).
+    def complete(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile) -> RepoFile:
+        """Nothing to fill in: every local file was hashed when the folder was resolved."""
+        return file
+
+    def fetch(
+        self,
+        entry: ModelEntry,
+        snapshot: Snapshot,
+        file: RepoFile,
+        dest_dir: Path,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Fetched:
+        """Local files need no download: publish reads them in place (no scratch disk used; the upload counts the
+        bytes).
 
         The path is re-checked (a regular file, inside the folder) right before publish opens it; the bytes S3 keeps
         are then checked against the hash taken at resolve time, so a file rewritten in between is caught.
         """
         assert entry.source is not None
+        assert file.size is not None and file.sha256 is not None and file.blob_id is not None
         root = Path(os.path.realpath(entry.source))
         real = self._inside(entry, root, root / file.path)
         if real is None:
             raise IntegrityError(f"{entry.display}: {file.path} disappeared while it was being published")
         os.close(self.open_regular(entry, file.path, real))
-        return real
+        return Fetched(real, Digest(file.sha256, file.blob_id, file.size, file.s3_checksum or ""), in_place=True)
+
+    def origin(self, entry: ModelEntry) -> str:
+        return str(entry.source)
 
 
 class HubSource:
@@ -240,7 +298,7 @@ class HubSource:
     def __init__(self, endpoint: str | None = None, token: str | None = None):
         # huggingface_hub is imported only when a Hub repo is actually resolved: a run of local sources (and the
         # CronJob's start-up) does not pay its import time. HF_ENDPOINT is read as huggingface_hub reads it.
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+        self.endpoint = (endpoint or settings.env(settings.HF_ENDPOINT_ENV) or settings.HUB_ENDPOINT).rstrip("/")
         self._token = token
         self._token_read = token is not None
 
@@ -259,7 +317,7 @@ class HubSource:
             self._token_read = True
         return self._token
 
-    def _api(self):
+    def _api(self) -> HfApi:
         from huggingface_hub import HfApi
 
         return HfApi(endpoint=self.endpoint, token=self.token if self.token else False)
@@ -299,6 +357,10 @@ class HubSource:
             )
         except Exception as exc:  # huggingface_hub raises many types; all become one of ours
             raise self._translate(entry, exc) from exc
+        from huggingface_hub import DatasetInfo, ModelInfo
+
+        if not isinstance(info, ModelInfo | DatasetInfo):  # repo_info's type also covers spaces and kernels
+            raise HubError(f"{entry.display}: the server described a {type(info).__name__}, not a model or dataset")
         sha = getattr(info, "sha", None)
         if not sha or not SHA_RE.match(sha):
             raise HubError(f"{entry.display}: the server gave no commit sha for {entry.requested_revision!r}")
@@ -312,12 +374,18 @@ class HubSource:
             size = getattr(sib, "size", None)
             if size is None and lfs is not None:
                 size = getattr(lfs, "size", None)
-            files.append(RepoFile(path=path, size=size, sha256=sha256, blob_id=getattr(sib, "blob_id", None)))
+            blob_id = getattr(sib, "blob_id", None)
+            files.append(RepoFile(path, size, sha256, blob_id, lfs=_hub_lfs(sha256, blob_id)))
         files.sort(key=lambda f: f.path)
         return Snapshot(entry.repo_id, entry.repo_type, sha, tuple(files))
 
-    def head(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile) -> RepoFile:
+    def origin(self, entry: ModelEntry) -> str:
+        return self.shown_endpoint
+
+    def complete(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile) -> RepoFile:
         """Fill in size and checksum from the file's HEAD when the listing gave none (independent servers)."""
+        if file.size is not None and (file.sha256 is not None or file.blob_id is not None):
+            return file
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
         url = hf_hub_url(
@@ -330,7 +398,8 @@ class HubSource:
         etag = (meta.etag or "").strip('"').removeprefix("W/").strip('"').lower()
         sha256 = file.sha256 or (etag if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) else None)
         blob_id = file.blob_id or (etag if SHA_RE.match(etag) else None)
-        return RepoFile(file.path, file.size if file.size is not None else meta.size, sha256, blob_id)
+        size = file.size if file.size is not None else meta.size
+        return RepoFile(file.path, size, sha256, blob_id, lfs=_hub_lfs(sha256, blob_id))
 
     def fetch(
         self,
@@ -339,8 +408,9 @@ class HubSource:
         file: RepoFile,
         dest_dir: Path,
         on_bytes: Callable[[int], None] | None = None,
-    ) -> Path:
-        """Download one file into ``dest_dir`` (scratch: one file per worker at a time bounds the disk).
+    ) -> Fetched:
+        """Download one file into ``dest_dir`` (scratch: one file per worker at a time bounds the disk) and verify it
+        against the listing; a file that fails verification is deleted before the error is raised.
 
         ``on_bytes`` hears each chunk as it arrives (refresh's progress), through huggingface_hub's ``tqdm_class``
         hook: no bar of its own is drawn.
@@ -365,14 +435,24 @@ class HubSource:
         final = dest_dir / (work.name + ".part")
         os.replace(path, final)
         shutil.rmtree(work, ignore_errors=True)
-        return final
+        try:
+            digest = verify_download(file, final, entry.display)
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+        return Fetched(final, digest, in_place=False)
+
+
+def _hub_lfs(sha256: str | None, blob_id: str | None) -> bool | None:
+    """The Hub gives an LFS sha256 for LFS files only; a server that gave no checksum at all leaves it open."""
+    return None if sha256 is None and blob_id is None else sha256 is not None
 
 
 def counting_tqdm(on_bytes: Callable[[int], None]) -> type:
     """A tqdm class that draws nothing and passes every ``update(n)`` to ``on_bytes``."""
     from tqdm import tqdm
 
-    class _Counting(tqdm):  # type: ignore[misc,type-arg]
+    class _Counting(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
@@ -386,4 +466,5 @@ def counting_tqdm(on_bytes: Callable[[int], None]) -> type:
 
 
 def source_for(entry: ModelEntry, hub: HubSource) -> Source:
+    """The source of one models.txt entry: its ``source=`` folder, else the Hub (one branch per kind of source)."""
     return LocalSource() if entry.source is not None else hub

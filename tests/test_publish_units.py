@@ -1,0 +1,197 @@
+"""publish's parts, each on its own: the per-file steps (pure, plan.py), the manifest and tree-listing lines, the
+status values, and the Source protocol (a third source, defined here, publishes through the real Publisher into
+moto's S3 server with no change to publish). The end-to-end guarantees are in test_refresh*.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from hf_cache import treelisting
+from hf_cache.errors import IntegrityError, StorageError
+from hf_cache.modelsfile import ModelEntry
+from hf_cache.refresh.checksums import Digest, b64_of_hex, hash_fd
+from hf_cache.refresh.manifest import PublishedFile, published_files
+from hf_cache.refresh.plan import (
+    Action,
+    FilePlan,
+    ObjectState,
+    Reusable,
+    copy_problem,
+    copy_source,
+    upload_problem,
+)
+from hf_cache.refresh.publish import Publisher
+from hf_cache.refresh.source import LFS_THRESHOLD, Fetched, HubSource, RepoFile, Snapshot, git_blob_id, lfs_blob_id
+from hf_cache.refresh.status import RepoResult, RepoState, RunState, run_state
+from hf_cache.refresh.store import Target
+from tests.refresh_helpers import objects, read
+
+if TYPE_CHECKING:
+    from hf_cache.lab.s3server import S3Server
+
+SHA = hashlib.sha256(b"x").hexdigest()
+OTHER = hashlib.sha256(b"y").hexdigest()
+
+
+# -- which published file could be copied -------------------------------------------------------------------------
+def test_copy_source_needs_the_same_sha256_and_size() -> None:
+    known = Reusable("p/old/a.bin", 5, SHA, "blob", None)
+    reusable = {SHA: known}
+    assert copy_source(RepoFile("a.bin", 5, SHA), reusable) is known
+    assert copy_source(RepoFile("a.bin", None, SHA), reusable) is known  # the source gave no size: S3's HEAD judges
+    assert copy_source(RepoFile("a.bin", 6, SHA), reusable) is None  # other size: other bytes
+    assert copy_source(RepoFile("a.bin", 5, OTHER), reusable) is None
+    assert copy_source(RepoFile("a.bin", 5, None, "blob"), reusable) is None  # no sha256 vouched for: never copied
+
+
+# -- did it land --------------------------------------------------------------------------------------------------
+def test_a_copy_counts_only_when_s3_reports_the_planned_size_and_checksum() -> None:
+    f = RepoFile("a.bin", 5, SHA)
+    plan = FilePlan(Action.COPY, 5, "p/old/a.bin", SHA, "blob", b64_of_hex(SHA))
+    assert copy_problem("org/x@main", f, plan, ObjectState("k", 5, b64_of_hex(SHA), {})) is None
+    for head in (None, ObjectState("k", 4, b64_of_hex(SHA), {}), ObjectState("k", 5, b64_of_hex(OTHER), {})):
+        problem = copy_problem("org/x@main", f, plan, head)
+        assert isinstance(problem, StorageError) and "copy of a.bin did not land intact" in str(problem)
+
+
+def test_an_upload_counts_only_when_s3s_checksum_is_the_one_hashed() -> None:
+    f = RepoFile("a.bin", 5, SHA)
+    d = Digest(SHA, "blob", 5, b64_of_hex(SHA))
+    good = ObjectState("k", 5, b64_of_hex(SHA), {"sha256": SHA})
+    assert upload_problem("org/x@main", f, d, good, in_place=False) is None
+    wrong_meta = ObjectState("k", 5, b64_of_hex(SHA), {"sha256": OTHER})
+    for head in (None, ObjectState("k", 4, b64_of_hex(SHA), {"sha256": SHA}), wrong_meta):
+        problem = upload_problem("org/x@main", f, d, head, in_place=False)
+        assert isinstance(problem, StorageError) and "size/metadata mismatch" in str(problem)
+    no_checksum = upload_problem("org/x@main", f, d, ObjectState("k", 5, None, {"sha256": SHA}), in_place=False)
+    assert isinstance(no_checksum, StorageError) and "kept no SHA-256 checksum" in str(no_checksum)
+    # S3 hashed other bytes than we did: a download that changed on the way, or a local file rewritten under us.
+    changed = ObjectState("k", 5, b64_of_hex(OTHER), {"sha256": SHA})
+    hub = upload_problem("org/x@main", f, d, changed, in_place=False)
+    local = upload_problem("org/x@main", f, d, changed, in_place=True)
+    assert isinstance(hub, IntegrityError) and "S3's checksum does not match" in str(hub)
+    assert isinstance(local, IntegrityError) and "a.bin changed while it was being published" in str(local)
+
+
+# -- the manifest and tree-listing line of a file -----------------------------------------------------------------
+def test_lfs_comes_from_the_source_and_else_from_the_size() -> None:
+    pointer = lfs_blob_id(SHA, 5)
+    hub_lfs = PublishedFile.of(RepoFile("w.bin", 5, SHA, "hub-pointer-id", lfs=True), 5, SHA, "content-id", "ck")
+    assert (hub_lfs.lfs, hub_lfs.blob_id) == (True, "hub-pointer-id")  # the Hub's blob id is that of its pointer
+    computed = PublishedFile.of(RepoFile("w.bin", 5, SHA, None, lfs=True), 5, SHA, "content-id", None)
+    assert computed.blob_id == pointer
+    small = PublishedFile.of(RepoFile("c.json", 5, None, "git-id", lfs=False), 5, SHA, "git-id", None)
+    assert (small.lfs, small.blob_id) == (False, "git-id")
+    # A server that said nothing: judged by size, as git-lfs would store it.
+    assert not PublishedFile.of(RepoFile("a", None), LFS_THRESHOLD - 1, SHA, "git-id", None).lfs
+    big = PublishedFile.of(RepoFile("a", None), LFS_THRESHOLD, SHA, "git-id", None)
+    assert big.lfs and big.blob_id == lfs_blob_id(SHA, LFS_THRESHOLD)
+
+
+def test_manifest_and_tree_lines_keep_their_json_shape() -> None:
+    lfs = PublishedFile("w.bin", 7, SHA, "pid", True, "ck")
+    small = PublishedFile("b/c.json", 3, OTHER, "gid", False, None)
+    assert lfs.to_manifest() == {"path": "w.bin", "size": 7, "sha256": SHA, "blob_id": "pid", "s3_checksum": "ck"}
+    assert small.to_manifest() == {"path": "b/c.json", "size": 3, "sha256": OTHER, "blob_id": "gid"}
+    listing = treelisting.encode([(f.path, f.tree_entry()) for f in (lfs, small)])
+    assert json.dumps(listing) == json.dumps(
+        {
+            "format_version": 1,
+            "files": {
+                "b/c.json": {"size": 3, "blob_id": "gid"},
+                "w.bin": {"size": 7, "blob_id": "pid", "lfs_sha256": SHA, "lfs_size": 7},
+            },
+        }
+    )
+    assert treelisting.decode(json.dumps(listing)) == listing["files"]
+    for foreign in (b"", b"garbage", b"[]", json.dumps({**listing, "format_version": 2}).encode()):
+        assert treelisting.decode(foreign) is None
+
+
+def test_a_manifest_is_read_back_only_when_complete_and_whole() -> None:
+    line = {"path": "w.bin", "size": LFS_THRESHOLD, "sha256": SHA, "blob_id": "pid", "s3_checksum": "ck"}
+    m = {"complete": True, "repo": "org/x", "sha": "a" * 40, "files": [line]}
+    assert published_files(m) == {"w.bin": PublishedFile("w.bin", LFS_THRESHOLD, SHA, "pid", True, "ck")}
+    for bad in ({**m, "complete": False}, {**m, "sha": "main"}, {**m, "files": [{"path": "w.bin"}]}, [], None):
+        assert published_files(bad) is None
+
+
+# -- status.json values -------------------------------------------------------------------------------------------
+def test_status_values_are_the_plain_strings_readers_compare() -> None:
+    entry = ModelEntry("org/x")
+    ok, failed = RepoResult(entry, state=RepoState.OK), RepoResult(entry, state=RepoState.FAILED)
+    assert json.dumps([ok.to_json()["state"], failed.to_json()["state"]]) == '["ok", "failed"]'
+    assert run_state([ok]) is RunState.OK and run_state([ok, failed]) is RunState.FAILED and run_state([]) == "ok"
+    assert RepoResult(entry).state == "pending" and not RepoResult(entry).ok
+
+
+# -- the Source protocol ------------------------------------------------------------------------------------------
+class MemorySource:
+    """A third kind of source, as a ModelScope one would be: publish must need nothing but the protocol."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.completed: list[str] = []
+
+    def resolve(self, entry: ModelEntry) -> Snapshot:
+        sha = hashlib.sha1(b"".join(self.files.values())).hexdigest()
+        # The listing gives sizes and nothing else, like a server without LFS metadata: complete() fills it in.
+        return Snapshot(entry.repo_id, entry.repo_type, sha, tuple(RepoFile(p, len(b)) for p, b in self.files.items()))
+
+    def complete(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile) -> RepoFile:
+        self.completed.append(file.path)
+        data = self.files[file.path]
+        return RepoFile(file.path, len(data), None, git_blob_id(data), lfs=False)
+
+    def fetch(
+        self,
+        entry: ModelEntry,
+        snapshot: Snapshot,
+        file: RepoFile,
+        dest_dir: Path,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Fetched:
+        path = dest_dir / f"{len(list(dest_dir.iterdir()))}.part"
+        path.write_bytes(self.files[file.path])
+        with path.open("rb") as f:
+            return Fetched(path, hash_fd(f.fileno()), in_place=False)
+
+    def origin(self, entry: ModelEntry) -> str:
+        return "memory://test"
+
+
+def test_a_new_source_is_one_class_publish_needs_nothing_else(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
+    files = {"config.json": b'{"a": 1}\n', "sub/w.bin": b"\1" * 4096}
+    source = MemorySource(files)
+    client = s3_server.client()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    publisher = Publisher(Target(client, bucket, "p"), HubSource(), scratch, workers=2, sources=lambda e: source)
+    result = publisher.publish(ModelEntry("org/mem"))
+    assert result.state is RepoState.OK, result.error
+    assert sorted(source.completed) == sorted(files) and not list(scratch.iterdir())  # downloads released
+    root = "p/hub/models--org--mem"
+    for path, data in files.items():
+        assert read(client, bucket, f"{root}/snapshots/{result.sha}/{path}") == data
+    assert read(client, bucket, f"{root}/refs/main") == (result.sha or "").encode()
+    manifest = json.loads(read(client, bucket, f"p/hf-cache/manifests/models--org--mem/{result.sha}.json"))
+    assert manifest["source"] == "memory://test"
+    tree = treelisting.decode(read(client, bucket, f"{root}/trees/{result.sha}.json"))
+    assert tree == {p: {"size": len(b), "blob_id": git_blob_id(b)} for p, b in files.items()}
+    # The second run leaves everything in place (its manifest and S3's checksums vouch for it).
+    before = set(objects(client, bucket))
+    again = publisher.publish(ModelEntry("org/mem"))
+    assert again.state is RepoState.OK and again.bytes_skipped == sum(map(len, files.values()))
+    assert set(objects(client, bucket)) == before
+
+
+@pytest.mark.parametrize("module", ["publish.py", "plan.py", "manifest.py", "store.py"])
+def test_publish_never_asks_which_source_it_has(module: str) -> None:
+    text = (Path(__file__).resolve().parents[1] / "cache" / "refresh" / module).read_text()
+    assert "HubSource)" not in text and "LocalSource" not in text and "source: Any" not in text
