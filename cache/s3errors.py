@@ -144,8 +144,11 @@ def _where(bucket: str, key: str | None) -> str:
 def _client_error(exc: ClientError, bucket: str, key: str | None, action: str) -> StorageError:
     code, status = error_code(exc), http_status(exc)
     where = _where(bucket, key)
-    what = f"{action} {where}" if action else f"S3 request on {where}"
-    why = f"{code}, HTTP {status}" if status and code != str(status) else (code or f"HTTP {status}")
+    what = f"{action} {where}" if action else f"S3 {exc.operation_name or 'request'} on {where}"
+    if status and code and code != str(status):
+        why = f"{code}, HTTP {status}"
+    else:
+        why = f"HTTP {status}" if status else code
     fields: _Failure = {"bucket": bucket, "key": key, "code": code, "status": status}
     if code == "NoSuchBucket" or (not key and (code in NOT_FOUND_CODES or status == 404)):
         return S3NotFoundError(

@@ -158,4 +158,4 @@ def test_s3_errors_translates_and_chains() -> None:
 
 def test_s3s_message_is_kept_for_an_unexplained_refusal() -> None:
     err = translate(client_error("InvalidArgument", 400, message="Part number must be <= 10000"), bucket="b", key="k")
-    assert str(err) == "S3 request on s3://b/k refused (InvalidArgument, HTTP 400: Part number must be <= 10000)"
+    assert str(err) == "S3 PutObject on s3://b/k refused (InvalidArgument, HTTP 400: Part number must be <= 10000)"
