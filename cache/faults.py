@@ -15,7 +15,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 KILL_AFTER_ENV = "HFCACHE_TEST_KILL_AFTER"
 FUSE_DEVICE_ENV = "HFCACHE_FUSE_DEVICE"
@@ -34,7 +37,7 @@ WRITE_OPS = (
 )
 
 
-def kill_before_write(client: Any) -> None:
+def kill_before_write(client: S3Client) -> None:
     """Arm ``client`` to SIGKILL this process before its (N+1)th S3 write when ``HFCACHE_TEST_KILL_AFTER=N``.
 
     A deterministic kill point lets the test cover every step of a publish, not just the ones a timer happens to hit.

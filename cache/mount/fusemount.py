@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from hf_cache.errors import MountError
@@ -54,23 +55,22 @@ def is_fuse(mountpoint: Path) -> bool:
     return fstype is not None and fstype.startswith("fuse")
 
 
-def _with_timeout(fn, timeout: float):
-    box: dict[str, object] = {}
+def _with_timeout(fn: Callable[[], object], timeout: float) -> None:
+    errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            box["value"] = fn()
+            fn()
         except BaseException as exc:
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
         raise TimeoutError(f"no answer within {timeout}s")
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box.get("value")
+    if errors:
+        raise errors[0]
 
 
 def is_stale(mountpoint: Path, timeout: float = 5.0) -> bool:

@@ -29,11 +29,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from hf_cache import layout
 from hf_cache.errors import LeaseHeldError, LeaseLostError, StorageError
 from hf_cache.s3errors import is_not_found, is_precondition_failed, s3_errors
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger("hf_cache.lease")
 
@@ -56,6 +59,13 @@ def _conflict(exc: BaseException) -> bool:
     """S3 refused a conditional write: someone else wrote (412, or 409 for a concurrent conditional write) or
     deleted (404) the lease since we last saw it."""
     return is_precondition_failed(exc) or is_not_found(exc)
+
+
+class _Condition(TypedDict, total=False):
+    """The one precondition a lease write carries: create only (``IfNoneMatch="*"``) or replace our own version."""
+
+    IfMatch: str
+    IfNoneMatch: str
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,7 @@ def trusted_until(confirmed_at: float, ttl: float, margin: float) -> float:
 
 
 class Lease:
-    def __init__(self, client: Any, bucket: str, prefix: str, ttl: float = DEFAULT_TTL):
+    def __init__(self, client: S3Client, bucket: str, prefix: str, ttl: float = DEFAULT_TTL):
         self.client = client
         self.bucket = bucket
         self.key = layout.lease_key(prefix)
@@ -126,7 +136,7 @@ class Lease:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         return json.dumps({"owner": self.owner, "ttl_seconds": self.ttl, "written": now}).encode()
 
-    def _put(self, **condition: str) -> bool:
+    def _put(self, **condition: Unpack[_Condition]) -> bool:
         """One conditional write of our lease body; True when S3 accepted it (and we hold the lease from then)."""
         sent = time.monotonic()
         try:

@@ -9,27 +9,31 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hf_cache.errors import StorageError
 from hf_cache.s3 import folder_prefix
 from hf_cache.s3errors import is_not_found, s3_errors
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import MultipartUploadTypeDef
+
 log = logging.getLogger("hf_cache.refresh")
 
 
-def stale_uploads(uploads: list[dict[str, Any]], started_before: datetime) -> list[dict[str, Any]]:
+def stale_uploads(uploads: list[MultipartUploadTypeDef], started_before: datetime) -> list[MultipartUploadTypeDef]:
     """The uploads (``ListMultipartUploads`` entries) that began before ``started_before``: not this run's."""
     return [u for u in uploads if u.get("Initiated") is None or u["Initiated"] < started_before]
 
 
-def abort_stale_uploads(client: Any, bucket: str, prefix: str, started_before: datetime) -> int:
+def abort_stale_uploads(client: S3Client, bucket: str, prefix: str, started_before: datetime) -> int:
     """Abort every multipart upload under ``prefix`` begun before this run; returns how many were aborted.
 
     Needs ``s3:ListBucketMultipartUploads`` (and ``s3:AbortMultipartUpload``); without it refresh still works and
     says so once, and the bucket's lifecycle rule stays the backstop.
     """
-    found: list[dict[str, Any]] = []
+    found: list[MultipartUploadTypeDef] = []
     try:
         with s3_errors(bucket, folder_prefix(prefix) or None, "list the multipart uploads under"):
             paginator = client.get_paginator("list_multipart_uploads")
