@@ -15,6 +15,7 @@ test *ARGS:
 lint:
     ruff check .
     ruff format --check .
+    {{python}} scripts/typecheck.py
     terraform fmt -check -recursive terraform
 
 # Run the whole pipeline locally: loopback S3, publish a tiny model, mount it, load it with transformers.
