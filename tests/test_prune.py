@@ -59,7 +59,7 @@ def test_refusal_counts_whole_repos_removed_not_superseded_snapshots() -> None:
     assert refusal and "2 of 3 published repos (67%)" in refusal
     assert prune_refusal(two, pub, 0.7, force=False) is None
     assert prune_refusal([a for a in everything if a.folder == B], pub, 0.3, force=False) == (
-        "--prune would remove 1 of 3 published repos (33%), more than --prune-max-share 30% allows; nothing was "
+        "--prune would remove 1 of 3 published repos (33%), more than --max-share 30% allows; nothing was "
         "pruned. Check models.txt; if that is meant, rerun with --force"
     )
     # superseded snapshots of listed repos and refs of dropped revisions are routine: never refused
@@ -135,7 +135,10 @@ def test_emptied_models_file_cannot_prune_everything_without_force(
     result = run_refresh(models, bucket, env, "--prune", "--prune-after", "0s")
     assert result.returncode == 2 and "2 of 3 published repos (67%)" in result.stderr
     assert _repos(client, bucket) == {"models--team--a", "models--team--b", "models--team--c"}
-    result = run_refresh(models, bucket, env, "--prune", "--prune-after", "0s", "--prune-max-share", "70")
+    result = run_refresh(models, bucket, env, "--prune", "--prune-after", "0s", "--max-share", "60")
+    assert result.returncode == 2 and "more than --max-share 60% allows" in result.stderr
+    # --prune-max-share, refresh's old spelling of --max-share, still works (hidden) for existing CronJobs
+    result = run_refresh(models, bucket, env, "--prune", "--prune-after", "0.5s", "--prune-max-share", "70")
     assert result.returncode == 0, result.stderr
     assert _repos(client, bucket) == {"models--team--a"}
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -90,3 +94,15 @@ def test_shares() -> None:
             parse_share(bad, "--x")
     with pytest.raises(ConfigError, match=r"--cache-max-size 'lots': use a size like 512M.*or a share like 75%"):
         parse_size_or_share("lots", "--cache-max-size")
+
+
+def test_the_cli_refuses_a_bad_duration_in_one_line(tmp_path: Path) -> None:
+    """Before any S3 or Hub call: one line naming the flag, the value and what to write, exit 2, no traceback."""
+    models = tmp_path / "models.txt"
+    models.write_text("org/tiny\n")
+    args = ["refresh", "--models", str(models), "--bucket", "b", "--prune-after", "7"]
+    result = subprocess.run([sys.executable, "-m", "hf_cache", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "hf-cache: error: --prune-after '7' has no unit: write 7s or 7m (e.g. 500ms, 90s, 30m, 1.5h, 7d, 2w)"
+    ]

@@ -160,8 +160,8 @@ class Supervisor:
         a failed re-list would drop rclone's listing, and with it the reads of cached files. Also times a bounded
         read of status.json through the mount (the read probe)."""
         client = make_client(self.cfg.endpoint_url, self.cfg.region, max_attempts=1)
-        status = self.cfg.mountpoint / "hf-cache" / "status.json"
-        hub = self.cfg.mountpoint / "hub"
+        status = self.cfg.mountpoint / layout.status_key("")
+        hub = self.cfg.mountpoint / layout.HUB_DIR
         etag: str | None = None
         s3_failing = False
 
@@ -210,7 +210,7 @@ class Supervisor:
         try:
             fresh = parse_status(raw, self._last_success)
         except ValueError as exc:
-            log.warning("hf-cache/status.json is not valid: %s", exc)
+            log.warning("%s is not valid: %s", layout.status_key(""), exc)
             return
         self._last_success = fresh.last_success
         if fresh.last_run is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_cache import treelisting
+from hf_cache import layout, treelisting
 from hf_cache.mount import fusemount
 from hf_cache.mount.bounded import BoundedWorker, Outcome
 from hf_cache.progress import plural
@@ -117,7 +117,7 @@ def check_mount(mountpoint: Path) -> list[Check]:
 
 
 def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float] = time.time) -> Check:
-    status = mountpoint / "hf-cache" / "status.json"
+    status = mountpoint / layout.status_key("")
     got = _on_mount(lambda: (status.read_text(), status.stat().st_mtime))
     if got.timed_out:
         return Check("freshness", False, _no_answer(mountpoint, got))
@@ -149,7 +149,7 @@ def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float]
 def check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str) -> Check:
     got = _on_mount(lambda: _check_repo(hub_dir, repo_id, revision, repo_type), PROBE_TIMEOUT * 3)
     if got.ok:
-        return got.value  # type: ignore[no-any-return]
+        return got.value  # an Outcome's value is Any: _check_repo returned a Check
     spec = format_repo(repo_id, repo_type, revision)
     if got.timed_out:
         return Check(f"repo {spec}", False, _no_answer(hub_dir, got))
@@ -161,7 +161,7 @@ def _check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: st
     if resolved.snapshot is None:
         return Check(f"repo {resolved.spec}", False, f"{resolved.problem}; add it to models.txt and re-run refresh")
     sha = resolved.snapshot.name
-    tree = resolved.snapshot.parent.parent / "trees" / f"{sha}.json"
+    tree = resolved.snapshot.parent.parent / layout.tree_path(sha)
     try:
         listed = treelisting.decode(tree.read_bytes())
     except OSError:

@@ -7,13 +7,13 @@ import json
 import logging
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hf_cache import __version__, faults, layout
+from hf_cache import __version__, faults, layout, options, settings
 from hf_cache.errors import ConfigError, HfCacheError, RefreshFailedError, StorageError
 from hf_cache.modelsfile import ModelEntry, glob_problem, parse_models_file
 from hf_cache.progress import Progress, human_bytes, plural
@@ -23,7 +23,6 @@ from hf_cache.refresh.plan import Action
 from hf_cache.refresh.prune import (
     apply_prune,
     keep_sets,
-    parse_duration,
     plan_prune,
     prune_refusal,
     removed_repos,
@@ -40,30 +39,9 @@ from hf_cache.refresh.uploads import abort_stale_uploads
 from hf_cache.reponame import GRAMMAR, RepoName, case_clash, format_repo, not_published, parse_repos
 from hf_cache.s3 import check_bucket, make_client
 from hf_cache.s3errors import BOTO_ERRORS, is_not_found, s3_errors, translate
+from hf_cache.units import parse_duration
 
 log = logging.getLogger("hf_cache.refresh")
-
-bucket_opt = click.option("--bucket", envvar="HFCACHE_BUCKET", required=True, help="S3 bucket. [env: HFCACHE_BUCKET]")
-prefix_opt = click.option(
-    "--prefix",
-    envvar="HFCACHE_PREFIX",
-    default="",
-    show_default=True,
-    help="Key prefix inside the bucket (its root is the pods' HF_HOME). [env: HFCACHE_PREFIX]",
-)
-endpoint_opt = click.option(
-    "--endpoint-url",
-    envvar=["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
-    default=None,
-    help="S3 endpoint (MinIO, loopback). [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]",
-)
-region_opt = click.option(
-    "--region",
-    envvar=["AWS_REGION", "AWS_DEFAULT_REGION"],
-    default=None,
-    help="S3 region. [env: AWS_REGION, AWS_DEFAULT_REGION]",
-)
-json_opt = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for jq).")
 
 
 def _target(bucket: str, prefix: str, endpoint_url: str | None, region: str | None, pool: int = 32) -> Target:
@@ -123,46 +101,42 @@ def _check_spelling(target: Target, entries: list[ModelEntry]) -> None:
 @click.option(
     "--models",
     "models_path",
-    envvar="HFCACHE_MODELS",
-    default="models.txt",
+    envvar=settings.MODELS_ENV,
+    default=settings.MODELS_FILE,
     show_default=True,
     type=click.Path(dir_okay=False),
-    help="The models file. [env: HFCACHE_MODELS]",
+    help="The models file.",
 )
-@bucket_opt
-@prefix_opt
-@endpoint_opt
-@region_opt
+@options.s3_target
 @click.option(
     "--workers",
-    envvar="HFCACHE_WORKERS",
-    type=click.IntRange(1, 64),
-    default=4,
+    envvar=settings.WORKERS_ENV,
+    type=click.IntRange(1, settings.MAX_WORKERS),
+    default=settings.WORKERS,
     show_default=True,
-    help="Files in flight at once; scratch disk needed is about workers x the largest file. [env: HFCACHE_WORKERS]",
+    help="Files in flight at once; scratch disk needed is about workers x the largest file.",
 )
 @click.option(
     "--scratch-dir",
-    envvar="HFCACHE_SCRATCH_DIR",
+    envvar=settings.SCRATCH_DIR_ENV,
     default=None,
-    help="Where downloads wait for upload (default: the temp dir). [env: HFCACHE_SCRATCH_DIR]",
+    help="Where downloads wait for upload (default: the temp dir).",
 )
 @click.option("--dry-run", is_flag=True, help="Validate models.txt, resolve each repo, print the plan; write nothing.")
 @click.option("--prune", is_flag=True, help="Remove repos/revisions de-listed from models.txt for --prune-after.")
-@click.option("--prune-after", default="7d", show_default=True, help="How long an item stays de-listed before removal.")
 @click.option(
-    "--prune-max-share",
-    type=click.IntRange(0, 100),
-    default=50,
+    "--prune-after",
+    default=settings.PRUNE_AFTER,
     show_default=True,
-    help="Refuse a prune that removes more than this percentage of the published repos (or all of them).",
+    help="How long an item stays de-listed before removal (30m, 1.5h, 7d, 2w).",
 )
-@click.option("--force", is_flag=True, help="Prune even what --prune-max-share refuses (e.g. every repo).")
+@options.max_share("prune", old_name="--prune-max-share")
+@click.option("--force", is_flag=True, help="Prune even what --max-share refuses (e.g. every repo).")
 @click.option(
     "--include", multiple=True, help="With REPO arguments: publish only paths matching this glob (repeatable)."
 )
 @click.option("--exclude", multiple=True, help="With REPO arguments: skip paths matching this glob (repeatable).")
-@json_opt
+@options.as_json
 @click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=DEFAULT_TTL, show_default=True, hidden=True)
 def refresh(
     repos: tuple[str, ...],
@@ -176,7 +150,7 @@ def refresh(
     dry_run: bool,
     prune: bool,
     prune_after: str,
-    prune_max_share: int,
+    max_share: int,
     force: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -200,10 +174,10 @@ def refresh(
         if include or exclude:
             raise ConfigError("--include/--exclude go with REPO arguments; in models.txt write include=/exclude=")
         entries = parse_models_file(models_path)  # validated whole before anything is fetched
-    after = parse_duration(prune_after)
+    after = timedelta(seconds=parse_duration(prune_after, "--prune-after"))
     hub = HubSource()
     if dry_run:
-        share = prune_max_share / 100
+        share = max_share / 100
         _dry_run(entries, hub, bucket, prefix, endpoint_url, region, workers, prune, after, share, force, as_json)
         return
     target = _target(bucket, prefix, endpoint_url, region, pool=workers * 4 + 8)
@@ -230,13 +204,13 @@ def refresh(
             failed = [r for r in results if not r.ok]
             prune_refused: str | None = None
             if ad_hoc:
-                runs = previous.get("ad_hoc") if isinstance(previous.get("ad_hoc"), list) else []
+                runs = kept if isinstance(kept := previous.get("ad_hoc"), list) else []
                 run = {"started": started, "ended": now_iso(), "state": run_state(results)}
                 previous["ad_hoc"] = [*runs[-19:], {**run, "repos": [r.to_json() for r in results]}]
                 target.put_json(layout.status_key(target.prefix), previous)
             else:
                 prune_refused = _record_run(
-                    target, previous, results, models_path, started, t0, prune, after, prune_max_share, force
+                    target, previous, results, models_path, started, t0, prune, after, max_share, force
                 )
     except BOTO_ERRORS as exc:
         raise translate(exc, bucket=bucket) from exc
@@ -261,7 +235,7 @@ def _record_run(
     t0: float,
     prune: bool,
     after: Any,
-    prune_max_share: int,
+    max_share: int,
     force: bool,
 ) -> str | None:
     """Prune (if asked and nothing failed) and write status.json for a models.txt run; why a prune was refused."""
@@ -273,7 +247,7 @@ def _record_run(
     if prune and failed:
         log.warning("not pruning: %d repo(s) failed in this run", len(failed))
     elif prune:
-        now, share = datetime.now(UTC), prune_max_share / 100
+        now, share = datetime.now(UTC), max_share / 100
         pruned, delisted, prune_refused = run_prune(target, results, delisted, now, after, share, force)
     ended = now_iso()
     # The end of the last run whose repos all published: a node that starts after a failed run still knows how
@@ -332,7 +306,7 @@ def _dry_run(
             say(f"{e.display}: from {src}: cannot resolve: {plan.error}")
             continue
         assert plan.sha is not None
-        ref = f"refs/{e.ref_name} -> {plan.sha[:12]}" if e.ref_name else f"pinned {plan.sha[:12]}"
+        ref = f"{layout.ref_path(e.ref_name)} -> {plan.sha[:12]}" if e.ref_name else f"pinned {plan.sha[:12]}"
         ref += " (moves)" if plan.ref_moves else " (unchanged)" if e.ref_name else ""
         totals = plan.totals()
         row.update(ref=e.ref_name, ref_moves=plan.ref_moves)
@@ -377,7 +351,7 @@ def _dry_run(
 
 def _manifests(target: Target) -> tuple[list[dict[str, Any]], list[str]]:
     """Valid manifests, and the keys of corrupt ones (reported by ls/verify, replaced by the next refresh)."""
-    root = layout.join(target.prefix, layout.META_DIR, "manifests")
+    root = layout.manifests_prefix(target.prefix)
     out, corrupt = [], []
     for key in sorted(target.list(root)):
         manifest = target.get_json(key)
@@ -389,11 +363,8 @@ def _manifests(target: Target) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 @click.command(name="ls")
-@bucket_opt
-@prefix_opt
-@endpoint_opt
-@region_opt
-@json_opt
+@options.s3_target
+@options.as_json
 def ls(bucket: str, prefix: str, endpoint_url: str | None, region: str | None, as_json: bool) -> None:
     """List published snapshots: repo (as verify, rm and doctor take it), refs, sha, files, size, published-at."""
     target = _target(bucket, prefix, endpoint_url, region)
@@ -485,19 +456,20 @@ def _verify_files(target: Target, manifests: list[dict[str, Any]], progress: Pro
 
 @click.command()
 @click.argument("repos", nargs=-1, metavar=f"[{GRAMMAR}]...")
-@bucket_opt
-@prefix_opt
-@endpoint_opt
-@region_opt
+@options.s3_target
 @click.option(
     "--repair",
     is_flag=True,
     help="Re-publish exactly the missing or corrupt files found (from the Hub, at the same sha), then verify again.",
 )
 @click.option(
-    "--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="With --repair: files in flight."
+    "--workers",
+    type=click.IntRange(1, settings.MAX_WORKERS),
+    default=settings.WORKERS,
+    show_default=True,
+    help="With --repair: files in flight.",
 )
-@json_opt
+@options.as_json
 def verify(
     repos: tuple[str, ...],
     bucket: str,
@@ -595,20 +567,11 @@ def _repair(
 
 @click.command(name="rm")
 @click.argument("repos", nargs=-1, required=True, metavar=f"{GRAMMAR}...")
-@bucket_opt
-@prefix_opt
-@endpoint_opt
-@region_opt
-@click.option(
-    "--max-share",
-    type=click.IntRange(0, 100),
-    default=50,
-    show_default=True,
-    help="Refuse to remove more than this percentage of the published repos (or all of them) without --force.",
-)
+@options.s3_target
+@options.max_share("remove")
 @click.option("--force", is_flag=True, help="Remove even what --max-share refuses (e.g. the last repo).")
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; delete nothing.")
-@json_opt
+@options.as_json
 def rm(
     repos: tuple[str, ...],
     bucket: str,

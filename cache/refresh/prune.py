@@ -12,25 +12,14 @@ would remove everything published, or more than a stated share of it, unless the
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hf_cache import layout
-from hf_cache.errors import ConfigError
 from hf_cache.refresh.store import Target
 
 log = logging.getLogger("hf_cache.prune")
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(text: str) -> timedelta:
-    m = _DURATION.match(text.strip())
-    if not m:
-        raise ConfigError(f"--prune-after {text!r}: use a number and a unit, e.g. 30m, 12h, 7d, 2w")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
 @dataclass(frozen=True)
@@ -112,7 +101,7 @@ def prune_refusal(actions: list[PruneAction], published: Published, max_share: f
     else:
         return None
     return (
-        f"--prune would remove {what}, more than --prune-max-share {100 * max_share:.0f}% allows; nothing was "
+        f"--prune would remove {what}, more than --max-share {100 * max_share:.0f}% allows; nothing was "
         "pruned. Check models.txt; if that is meant, rerun with --force"
     )
 
@@ -130,7 +119,7 @@ def keep_refused(
 
 def scan_published(target: Target) -> Published:
     """Read the refs and snapshot folders of every repo under ``<prefix>/hub/``."""
-    hub = layout.join(target.prefix, layout.HUB_DIR) + "/"
+    hub = layout.hub_prefix(target.prefix) + "/"
     refs: dict[str, dict[str, str]] = {}
     snapshots: dict[str, set[str]] = {}
     for key in target.list(hub):
@@ -138,10 +127,10 @@ def scan_published(target: Target) -> Published:
         if len(rest) < 3:
             continue
         folder, kind = rest[0], rest[1]
-        if kind == "refs":
+        if kind == layout.REFS_DIR:
             data = target.get_bytes(key) or b""
             refs.setdefault(folder, {})["/".join(rest[2:])] = data.decode(errors="replace")
-        elif kind == "snapshots":
+        elif kind == layout.SNAPSHOTS_DIR:
             snapshots.setdefault(folder, set()).add(rest[2])
     return Published(refs, snapshots)
 
@@ -149,22 +138,25 @@ def scan_published(target: Target) -> Published:
 def apply_prune(target: Target, actions: list[PruneAction]) -> list[str]:
     """Delete refs first, then each snapshot's manifest, tree listing and files. Returns what was removed."""
     removed: list[str] = []
-    hub = layout.join(target.prefix, layout.HUB_DIR)
+    prefix = target.prefix
     for action in actions:
-        repo_root = layout.join(hub, action.folder)
         if action.kind == "ref":
-            target.client.delete_object(Bucket=target.bucket, Key=layout.join(repo_root, "refs", action.name))
-            removed.append(f"{action.folder} refs/{action.name}")
+            target.client.delete_object(
+                Bucket=target.bucket, Key=layout.folder_ref_key(prefix, action.folder, action.name)
+            )
+            removed.append(f"{action.folder} {layout.ref_path(action.name)}")
             continue
-        meta = layout.join(target.prefix, layout.META_DIR, "manifests", action.folder, f"{action.name}.json")
+        meta = layout.folder_manifest_key(prefix, action.folder, action.name)
         target.client.delete_object(Bucket=target.bucket, Key=meta)
-        target.client.delete_object(Bucket=target.bucket, Key=layout.join(repo_root, "trees", f"{action.name}.json"))
-        keys = list(target.list(layout.join(repo_root, "snapshots", action.name)))
+        target.client.delete_object(
+            Bucket=target.bucket, Key=layout.folder_tree_key(prefix, action.folder, action.name)
+        )
+        keys = list(target.list(layout.folder_snapshot_prefix(prefix, action.folder, action.name)))
         for i in range(0, len(keys), 1000):
             target.client.delete_objects(
                 Bucket=target.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True}
             )
-        removed.append(f"{action.folder} snapshots/{action.name[:12]} ({len(keys)} files)")
+        removed.append(f"{action.folder} {layout.snapshot_path(action.name[:12])} ({len(keys)} files)")
     for line in removed:
         log.info("pruned %s", line)
     return removed
