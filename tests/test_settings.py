@@ -10,6 +10,8 @@ import ast
 import re
 from pathlib import Path
 
+import click
+
 from hf_cache import settings
 from hf_cache.readers.envvars import reader_env
 
@@ -183,6 +185,53 @@ def test_every_variable_name_in_settings_is_listed_and_every_flag_takes_its_name
                 stack += list(c.commands.values())
     assert used <= listed, f"flags read variables settings.ENV_VARS does not list: {sorted(used - listed)}"
     assert list(reader_env()) == list(settings.READER_ENV_VARS), "hf-cache env and settings.READER_ENV_VARS differ"
+
+
+def _commands() -> dict[str, click.Command]:
+    from hf_cache.cli import COMMANDS, LazyGroup, cli
+
+    ctx = click.Context(cli)
+    group: LazyGroup = cli  # type: ignore[assignment]
+    out = {}
+    for name in COMMANDS:
+        command = group.get_command(ctx, name)
+        assert command is not None
+        out[name] = command
+        if isinstance(command, click.Group):
+            out.update({f"{name} {sub}": c for sub, c in command.commands.items()})
+    return out
+
+
+def _option(command: click.Command, flag: str) -> click.Option | None:
+    return next((p for p in command.params if isinstance(p, click.Option) and flag in p.opts), None)
+
+
+def test_a_flag_shared_by_commands_means_the_same_everywhere() -> None:
+    """--bucket, --prefix, --endpoint-url, --region, --mountpoint and --max-share: one definition each, so the
+    same name, variable, default and help in every command that takes it."""
+    commands = _commands()
+    for flag, takers in {
+        "--bucket": ("refresh", "ls", "verify", "rm", "mount"),
+        "--prefix": ("refresh", "ls", "verify", "rm", "mount"),
+        "--endpoint-url": ("refresh", "ls", "verify", "rm", "mount"),
+        "--region": ("refresh", "ls", "verify", "rm", "mount"),
+        "--mountpoint": ("mount", "env", "warm", "doctor"),
+        "--max-share": ("refresh", "rm"),
+    }.items():
+        found = {name: _option(commands[name], flag) for name in takers}
+        assert all(found.values()), f"{flag} missing from {[n for n, o in found.items() if o is None]}"
+        seen = {
+            (tuple(o.opts), o.envvar if isinstance(o.envvar, str) else tuple(o.envvar or ()), o.default)
+            for o in found.values()
+            if o is not None
+        }
+        assert len(seen) == 1, f"{flag} differs between {', '.join(takers)}: {seen}"
+    assert _option(commands["mount"], "--mountpoint").default == settings.MOUNTPOINT  # type: ignore[union-attr]
+    assert _option(commands["node ls"], "--tier-dir").default == settings.MOUNTPOINT  # type: ignore[union-attr]
+    assert _option(commands["mount"], "--cache-dir").default == settings.CACHE_DIR  # type: ignore[union-attr]
+    # one name for prune's and rm's guard; refresh's old spelling still parses but is not offered
+    alias = _option(commands["refresh"], "--prune-max-share")
+    assert alias is not None and alias.hidden and _option(commands["rm"], "--prune-max-share") is None
 
 
 if __name__ == "__main__":
