@@ -7,7 +7,7 @@
 Every cold run gets a fresh mount with an empty node cache; every baseline downloads into an empty folder. Rounds
 alternate who goes first; each figure is the median of ``--repeat`` rounds. The S3 server is ``rclone serve s3``
 over a local folder (ranged GETs served from disk, like an object store); between it and every client sits the
-S3-like link (tests/support/s3link.py), which is the bottleneck, as the network is on a node.
+S3-like link (cache/lab/s3link.py), which is the bottleneck, as the network is on a node.
 
 Patterns (speed = baseline time / mount time, so > 1 means the mount was faster):
   read             sequential read() of the big file         vs boto3 download_file            goal >= 0.9
@@ -35,9 +35,9 @@ from pathlib import Path
 from boto3.s3.transfer import TransferConfig
 
 from benchmarks.common import s3
+from hf_cache.lab.s3link import S3Link, add_link_args, link_params
+from hf_cache.lab.s3server import S3Server
 from hf_cache.readers.envvars import reader_env
-from tests.support.s3link import S3Link, add_link_args, link_params
-from tests.support.s3server import S3Server
 
 PATTERNS = ("read", "safe_open", "from_pretrained", "tp", "warm", "readers")
 GOALS = {"read": 0.9, "safe_open": 1.0, "from_pretrained": 1.0, "tp": 1.0, "warm": 0.9}
@@ -314,7 +314,7 @@ class _Mounted:
         self.server, self.bucket, self.work, self.name, self.extra = server, bucket, work, name, extra
 
     def __enter__(self):
-        from tests.support.mounting import start_mount
+        from hf_cache.lab.mounting import start_mount
 
         self.m = start_mount(
             bucket=self.bucket,

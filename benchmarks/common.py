@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.mounting import RunningMount, start_mount  # noqa: E402
-from tests.support.s3server import S3Server, start_s3_server  # noqa: E402
+from hf_cache.lab.mounting import RunningMount, start_mount  # noqa: E402
+from hf_cache.lab.s3server import S3Server, start_rclone_s3, start_s3_server  # noqa: E402
 
 __all__ = ["ROOT", "RunningMount", "S3Server", "median_time", "mounted", "s3", "start_mount", "write_random"]
 
@@ -36,35 +36,9 @@ def s3(kind: str = "moto", root: Path | None = None) -> Iterator[S3Server]:
     if kind == "moto":
         server = start_s3_server()
     else:
-        from hf_cache.mount.rclone import rclone_binary
-        from tests.support.net import free_port, wait_http
-        from tests.support.s3server import CREDENTIALS
-
-        port = free_port()
         own_root = root is None
         root = root or Path(tempfile.mkdtemp(prefix="bench-s3-"))
-        proc = subprocess.Popen(
-            [
-                rclone_binary(),
-                "serve",
-                "s3",
-                str(root),
-                "--addr",
-                f"127.0.0.1:{port}",
-                "--auth-key",
-                f"{CREDENTIALS['AWS_ACCESS_KEY_ID']},{CREDENTIALS['AWS_SECRET_ACCESS_KEY']}",
-                "--config",
-                "/dev/null",
-                # no MD5 ETags: S3 keeps them stored, but this server would hash a whole file per listing/HEAD
-                "--etag-hash",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_http(f"http://127.0.0.1:{port}/", proc=proc)
-        server = S3Server(endpoint=f"http://127.0.0.1:{port}", proc=proc)
+        server = start_rclone_s3(root)
     try:
         yield server
     finally:
@@ -79,7 +53,7 @@ def over_link(server: S3Server, args: object) -> Iterator[S3Server]:
 
     Prints the link's parameters. Publishing is done on the server itself; what is measured goes through this.
     """
-    from tests.support.s3link import S3Link, link_params
+    from hf_cache.lab.s3link import S3Link, link_params
 
     if getattr(args, "link", "loopback") == "loopback":
         print("link: plain loopback (no cap, no latency)", flush=True)

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import mounted, over_link, s3
+from hf_cache.lab.s3link import add_link_args
 from hf_cache.readers.envvars import reader_env
-from tests.support.s3link import add_link_args
 
 LOAD = """
 import json, sys, time

@@ -20,7 +20,7 @@ from pathlib import Path
 from boto3.s3.transfer import TransferConfig
 
 from benchmarks.common import mb, mounted, over_link, read_in_subprocess, s3, write_random
-from tests.support.s3link import add_link_args
+from hf_cache.lab.s3link import add_link_args
 
 SHA = "b" * 40
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3server import S3Server, start_s3_server
-from tests.support.tinymodel import make_tiny_gpt2
+from hf_cache.demo.tinymodel import make_tiny_gpt2
+from hf_cache.lab.s3server import S3Server, start_s3_server
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,7 @@ def require_tool(name: str) -> str:
 @pytest.fixture
 def mounted(s3_env: dict[str, str], tmp_path: Path):
     """Factory: mounted(bucket=..., prefix=..., extra_args=...) -> RunningMount, stopped and unmounted afterwards."""
-    from tests.support.mounting import RunningMount, start_mount
+    from hf_cache.lab.mounting import RunningMount, start_mount
 
     require_tool("fusermount3")
     started: list[RunningMount] = []
@@ -97,7 +97,7 @@ def mounted(s3_env: dict[str, str], tmp_path: Path):
 @pytest.fixture
 def hub_server():
     """A Hub-compatible server on 127.0.0.1 (HubServer); stopped after the test."""
-    from tests.support.hubserver import HubServer
+    from hf_cache.lab.hubserver import HubServer
 
     server = HubServer()
     try:

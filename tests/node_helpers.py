@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hf_cache.lab.mounting import RunningMount, start_mount
+from hf_cache.lab.s3server import S3Server
 from tests.refresh_helpers import run_refresh
-from tests.support.mounting import RunningMount, start_mount
-from tests.support.s3server import S3Server
 
 
 def publish(s3: S3Server, bucket: str, folder: Path, repo: str = "org/m", prefix: str = "hf") -> None:

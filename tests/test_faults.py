@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from hf_cache import faults
-from tests.support.s3server import S3Server
+from hf_cache.lab.s3server import S3Server
 
 _PUT_FOUR = """
 import sys

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hf_cache import layout
+from hf_cache.lab.s3server import S3Server
 from hf_cache.logs import MASK, RedactingFilter, redact
-from tests.support.s3server import S3Server
 
 
 def test_s3_server_round_trip(s3_server: S3Server, bucket: str) -> None:

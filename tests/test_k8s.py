@@ -485,7 +485,7 @@ def test_mount_runs_with_a_read_only_root_filesystem(s3_server, bucket: str, s3_
     import time
     import urllib.request
 
-    from tests.support.net import free_port
+    from hf_cache.lab.net import free_port
 
     require_tool("unshare")
     require_tool("fusermount3")

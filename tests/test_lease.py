@@ -23,10 +23,10 @@ import pytest
 
 from hf_cache import layout
 from hf_cache.errors import LeaseHeldError, LeaseLostError
-from hf_cache.readers.loopback import free_port, stop, wait_http
+from hf_cache.lab.net import free_port, stop, wait_http
+from hf_cache.lab.s3server import CREDENTIALS, S3Server
 from hf_cache.refresh.lease import CLOCK_SLACK, MAX_TTL, Lease, is_expired, trusted_until, wait_for_expiry
 from tests.refresh_helpers import objects, read, run_refresh
-from tests.support.s3server import CREDENTIALS, S3Server
 
 _SERIAL_MOTO = (
     "import sys, werkzeug.serving as w, moto.server as s\n"

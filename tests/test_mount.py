@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from hf_cache.lab.s3server import S3Server
 from hf_cache.mount import fusemount
 from hf_cache.mount.supervisor import cache_dir_usage
-from tests.support.s3server import S3Server
 
 SHA1 = "1" * 40
 SHA2 = "2" * 40

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.s3server import S3Server
+from hf_cache.lab.s3server import S3Server
 from tests.test_mount import ROOT, SHA1, publish
 
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
+from hf_cache.lab.s3server import S3Server
 from hf_cache.mount import fusemount
-from tests.support.s3server import S3Server
 from tests.test_mount import ROOT, SHA1, publish, wait_for
 
 

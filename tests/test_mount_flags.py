@@ -6,16 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.support.mounting import start_mount
-from tests.support.s3link import LinkParams, S3Link
-from tests.support.s3server import S3Server
+from hf_cache.lab.mounting import start_mount
+from hf_cache.lab.s3link import LinkParams, S3Link
+from hf_cache.lab.s3server import S3Server
 from tests.test_mount import ROOT, SHA1, SHA2, publish, wait_for
-
-
-def _samples(text: str) -> dict[str, float]:
-    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def test_a_stray_file_in_the_mountpoint_is_mounted_over_logged_and_counted(
@@ -29,7 +23,7 @@ def test_a_stray_file_in_the_mountpoint_is_mounted_over_logged_and_counted(
     m.wait_ready(timeout=20)  # rclone refuses a non-empty mountpoint without --allow-non-empty: it never gets ready
     assert (m.mountpoint / ROOT / "refs" / "main").read_bytes() == SHA1.encode()
     assert not (m.mountpoint / "written-by-a-pod.txt").exists()  # hidden under the mount, not deleted
-    metrics = _samples(m.get("/metrics")[1])
+    metrics = m.metrics()
     assert metrics["hfcache_mountpoint_stray_entries"] == 1
     assert metrics["hfcache_rclone_restarts_total"] == 0
     assert "1 stray entries in the unmounted" in m.log() and "written-by-a-pod.txt" in m.log()

@@ -11,20 +11,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from hf_cache.lab.s3server import S3Server
 from hf_cache.mount import fusemount
 from hf_cache.mount.supervisor import HUNG_AFTER
-from tests.support.s3server import S3Server
 from tests.test_mount import ROOT, SHA1, publish, wait_for
 
 
 def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def _samples(text: str) -> dict[str, float]:
-    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def _rclone_pids(m) -> list[int]:
@@ -63,7 +57,7 @@ def test_hung_rclone_is_detected_killed_and_replaced_and_probes_never_pile_up(
             os.kill(hung, signal.SIGCONT)
     print(f"hung rclone replaced {detected:.1f}s after SIGSTOP, mount ready again after {healed:.1f}s")
     assert target.read_bytes() == b"a"
-    metrics = _samples(m.get("/metrics")[1])
+    metrics = m.metrics()
     assert metrics["hfcache_mount_hung_total"] == 1
     assert metrics["hfcache_rclone_restarts_total"] == 1
     assert metrics["hfcache_mount_up"] == 1
@@ -96,7 +90,7 @@ def test_metrics_answers_within_its_bound_while_rclone_is_hung(mounted, s3_serve
     try:
         wait_for(lambda: m.get("/readyz", timeout=2)[0] == 503, timeout=5, step=0.1)
         started = time.monotonic()
-        metrics = _samples(m.get("/metrics", timeout=5)[1])  # rclone's rc is stopped too: bounded, last values
+        metrics = m.metrics()  # rclone's rc is stopped too: bounded, last values
         assert time.monotonic() - started < 4
         assert metrics["hfcache_mount_up"] == 0
     finally:

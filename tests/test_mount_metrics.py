@@ -6,7 +6,7 @@ import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.s3server import S3Server
+from hf_cache.lab.s3server import S3Server
 from tests.test_mount import ROOT, SHA1, publish, wait_for
 
 NAMES = {

@@ -9,21 +9,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.support.mounting import RunningMount, start_mount
-from tests.support.s3link import LinkParams, S3Link
-from tests.support.s3server import start_s3_server
+from hf_cache.lab.mounting import start_mount
+from hf_cache.lab.s3link import LinkParams, S3Link
+from hf_cache.lab.s3server import start_s3_server
 from tests.test_mount import ROOT, SHA1, publish, wait_for
 
 # With the default --io-timeout (1 m) an uncached read fails within 90 s: rclone's VFS retries a failed download
 # 10-12 times with a backoff of its own (up to 8 s), a floor of ~70 s below which --io-timeout cannot go.
 # Measured: 60 s black hole, 70 s 5xx, 75 s connection refused; rclone's defaults: over 5 minutes.
 BOUND = 90.0
-
-
-def _samples(m: RunningMount) -> dict[str, float]:
-    return {s.name: s.value for f in text_string_to_metric_families(m.get("/metrics")[1]) for s in f.samples}
 
 
 def _timed_read(path: Path, limit: float) -> tuple[int | None, str, float]:
@@ -70,7 +64,7 @@ def test_during_an_s3_outage_cached_reads_work_and_uncached_reads_fail_within_th
         ref = m.mountpoint / ROOT / "refs" / "main"
         assert ref.read_bytes() == SHA1.encode()
         assert (m.mountpoint / snap / "cached.bin").read_bytes() == cached
-        wait_for(lambda: _samples(m)["hfcache_refresh_last_success_timestamp_seconds"] == 1795766400.0, timeout=10)
+        wait_for(lambda: m.metrics()["hfcache_refresh_last_success_timestamp_seconds"] == 1795766400.0, timeout=10)
         link.params = LinkParams(rate_mb=0, latency_s=0, error_rate=1.0)  # S3 answers every request 500/503
         time.sleep(4)  # several --freshness intervals, and past every attribute cache
 
@@ -85,7 +79,7 @@ def test_during_an_s3_outage_cached_reads_work_and_uncached_reads_fail_within_th
         assert os.strerror(errno.EIO) in err
         assert seconds <= BOUND
 
-        samples = _samples(m)
+        samples = m.metrics()
         assert samples["hfcache_s3_errors_total"] > 0
         assert samples["hfcache_mount_up"] == 1
         assert samples["hfcache_refresh_last_success_timestamp_seconds"] == 1795766400.0  # the last value known

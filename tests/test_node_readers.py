@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from hf_cache.lab.hubserver import HubServer
+from hf_cache.lab.s3server import S3Server
 from tests.node_helpers import is_hot, mount_tier, wait_for
 from tests.refresh_helpers import run_refresh
-from tests.support.hubserver import HubServer
-from tests.support.s3server import S3Server
 from tests.test_readers import (
     Published,
     make_remote_code_repo,

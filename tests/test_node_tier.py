@@ -16,10 +16,10 @@ import threading
 import time
 from pathlib import Path
 
+from hf_cache.lab.s3server import S3Server
 from hf_cache.node import evict as ev
 from tests.node_helpers import is_hot, mount_tier, publish, wait_for
 from tests.refresh_helpers import run_cli
-from tests.support.s3server import S3Server
 
 REPO = "models--org--m"
 

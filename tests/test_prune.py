@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hf_cache.lab.s3server import S3Server
 from hf_cache.refresh.prune import (
     PruneAction,
     Published,
@@ -20,7 +21,6 @@ from hf_cache.refresh.prune import (
 )
 from hf_cache.refresh.store import Target
 from tests.refresh_helpers import check_refs_complete, objects, read, run_refresh, status
-from tests.support.s3server import S3Server
 
 NOW = datetime(2026, 1, 10, tzinfo=UTC)
 A, B, C = "models--o--a", "models--o--b", "models--o--c"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from hf_cache.lab.hubserver import HubServer
+from hf_cache.lab.mounting import RunningMount, start_mount
+from hf_cache.lab.s3server import S3Server
 from hf_cache.readers.envvars import reader_env
 from tests.refresh_helpers import run_cli, run_refresh
-from tests.support.hubserver import HubServer
-from tests.support.mounting import RunningMount, start_mount
-from tests.support.s3server import S3Server
 
 CUSTOM_CONFIG = """
 from transformers import GPT2Config

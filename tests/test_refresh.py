@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from hf_cache import layout
+from hf_cache.lab.hubserver import HubServer
+from hf_cache.lab.s3server import S3Server
 from tests.refresh_helpers import check_refs_complete, objects, read, run_cli, run_refresh, status
-from tests.support.hubserver import HubServer
-from tests.support.s3server import S3Server
 
 TOKEN = "hf_TopSecretToken4242"
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 
 from hf_cache import layout
+from hf_cache.lab.faultproxy import FaultProxy, Refuse
+from hf_cache.lab.hubserver import HubServer
+from hf_cache.lab.s3server import S3Server
 from hf_cache.refresh.checksums import MULTIPART_THRESHOLD, PART_SIZE, b64_of_hex, composite, part_size_for
 from hf_cache.refresh.plan import Action, Candidate, ObjectState, decide
 from hf_cache.refresh.source import RepoFile
 from tests.refresh_helpers import check_refs_complete, objects, read, run_cli, run_refresh, status
-from tests.support.faultproxy import FaultProxy, Refuse
-from tests.support.hubserver import HubServer
-from tests.support.s3server import S3Server
 
 MiB = 1024 * 1024
 

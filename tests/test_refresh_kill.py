@@ -6,8 +6,8 @@ import shutil
 import signal
 from pathlib import Path
 
+from hf_cache.lab.s3server import S3Server
 from tests.refresh_helpers import check_refs_complete, objects, read, run_refresh
-from tests.support.s3server import S3Server
 
 SHARDS = 12
 

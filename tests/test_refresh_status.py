@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hf_cache.lab.s3server import S3Server
 from hf_cache.mount.freshness import parse_status
 from tests.refresh_helpers import run_refresh, status
-from tests.support.s3server import S3Server
 
 
 def test_last_success_survives_a_failed_run_and_reaches_a_restarted_node(

@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support.s3link import LinkParams, S3Link
-from tests.support.s3server import S3Server
+from hf_cache.lab.s3link import LinkParams, S3Link
+from hf_cache.lab.s3server import S3Server
 
 BODY = bytes(range(256)) * (16 * 1024)  # 4 MiB
 

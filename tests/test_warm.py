@@ -1,6 +1,6 @@
 """hf-cache warm over an S3-like link: many streams at once, verified against the manifest, 0 bytes after.
 
-The mount talks to the loopback S3 server through tests/support/s3link.py (90 MB/s per connection, +30 ms per
+The mount talks to the loopback S3 server through cache/lab/s3link.py (90 MB/s per connection, +30 ms per
 request), where one stream per file is the slow way and a corrupt object would otherwise reach every job.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from hf_cache.lab.mounting import RunningMount, start_mount
+from hf_cache.lab.s3link import LinkParams, S3Link
+from hf_cache.lab.s3server import S3Server
 from hf_cache.transfer import MiB
 from tests.conftest import require_tool
 from tests.refresh_helpers import run_cli, run_refresh
-from tests.support.mounting import RunningMount, start_mount
-from tests.support.s3link import LinkParams, S3Link
-from tests.support.s3server import S3Server
 
 BIG = 210 * MiB  # above refresh's 200 MiB multipart threshold and warm's largest segment
 

@@ -1,1 +1,1 @@
-"""Test-side servers and fixtures' building blocks (real processes on 127.0.0.1, always torn down)."""
+"""Test-only glue. The servers the tests start (S3, the link, the Hub, the mount) live in hf_cache.lab."""

@@ -1,4 +1,4 @@
-"""Run the real ``hf-cache mount`` supervisor in a subprocess for a test, and always leave nothing mounted."""
+"""Run the real ``hf-cache mount`` supervisor in a subprocess (tests, benchmarks), and always leave nothing mounted."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_cache.lab.metrics import samples
+from hf_cache.lab.net import free_port
 from hf_cache.mount import fusemount
-from tests.support.net import free_port
 
 
 @dataclass
@@ -36,13 +37,7 @@ class RunningMount:
 
     def metrics(self) -> dict[str, float]:
         """Samples of /metrics by name (no labels are used by the mount's metrics)."""
-        _, text = self.get("/metrics")
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return samples(self.get("/metrics")[1])
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -99,7 +94,7 @@ def start_mount(
     args = [
         sys.executable,
         "-m",
-        "cache",
+        "hf_cache",
         "mount",
         "--bucket",
         bucket,

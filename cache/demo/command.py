@@ -17,16 +17,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from hf_cache.errors import HfCacheError
+from hf_cache.lab.metrics import scrape
+from hf_cache.lab.net import free_port, stop, wait_http
+from hf_cache.lab.s3server import start_moto
 from hf_cache.progress import human_bytes
 from hf_cache.readers.envvars import reader_env
-from hf_cache.readers.loopback import free_port, start_moto, stop, wait_http
 
 LOAD_SCRIPT = """
 import json, sys, time
@@ -75,17 +76,6 @@ def _load(repo: str, mountpoint: Path, scratch: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _metrics(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("hfcache_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 @click.command()
 @click.option(
     "--model", default=None, help="A Hub repo (ORG/NAME) to use instead of the tiny local model; needs Hub access."
@@ -93,7 +83,7 @@ def _metrics(url: str) -> dict[str, float]:
 @click.option("--keep", is_flag=True, help="Leave the temp folder (not the servers) for a look afterwards.")
 def demo(model: str | None, keep: bool) -> None:
     """Run refresh -> S3 -> mount -> from_pretrained on this machine, and print what happened."""
-    from hf_cache.readers.tinymodel import make_tiny_gpt2
+    from hf_cache.demo.tinymodel import make_tiny_gpt2
 
     work = Path(tempfile.mkdtemp(prefix="hf-cache-demo-"))
     env = {**os.environ, **CREDS}
@@ -162,9 +152,9 @@ def demo(model: str | None, keep: bool) -> None:
             click.echo(f"3. mounted read-only at {mountpoint} (node cache {cache_dir}, health {health})")
 
             cold = _load(repo, mountpoint, work / "scratch")
-            after_cold = _metrics(health)
+            after_cold = scrape(health)
             warm = _load(repo, mountpoint, work / "scratch")
-            after_warm = _metrics(health)
+            after_warm = scrape(health)
             s3_cold = after_cold.get("hfcache_s3_read_bytes_total", 0)
             s3_warm = after_warm.get("hfcache_s3_read_bytes_total", 0) - s3_cold
             click.echo("4. from_pretrained through the mount, fresh processes, env from `hf-cache env`:")

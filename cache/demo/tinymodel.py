@@ -16,7 +16,9 @@ def make_tiny_gpt2(dest: Path, n_layer: int = 2, n_embd: int = 32, seed: int = 0
     """Write config, safetensors weights, tokenizer and generation config for a 2-layer GPT-2 into ``dest``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    # transformers 5 keeps GPT2TokenizerFast as a lazy alias (of GPT2Tokenizer) that its typed __init__ omits
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast  # type: ignore[attr-defined]
 
     dest.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE(unk_token=None))

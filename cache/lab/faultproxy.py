@@ -31,6 +31,9 @@ _CODES = {403: "AccessDenied", 500: "InternalError", 503: "SlowDown"}
 class FaultProxy:
     def __init__(self, upstream: str, rules: list[Refuse]) -> None:
         self.upstream = urlsplit(upstream)
+        if not self.upstream.hostname:
+            raise ValueError(f"fault proxy upstream {upstream!r} has no host: write http://127.0.0.1:PORT")
+        self._host: str = self.upstream.hostname
         self.rules = list(rules)
         self.refused: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -74,7 +77,7 @@ class FaultProxy:
             xml = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>refused by the test proxy</Message></Error>"
             self._reply(h, rule.status, {"Content-Type": "application/xml"}, xml.encode())
             return
-        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=120)
+        conn = http.client.HTTPConnection(self._host, self.upstream.port, timeout=120)
         try:
             headers = {k: v for k, v in h.headers.items() if k.lower() not in ("connection", "keep-alive")}
             conn.request(h.command, h.path, body=body, headers=headers)

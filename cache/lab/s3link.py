@@ -10,7 +10,7 @@ Latency is added to every HTTP request on a keep-alive connection (the request i
 so its first response byte comes ``latency_s`` later), not only to the TCP connect. The proxy counts the bytes it
 carries in each direction, which is what a node pays for.
 
-    python3 -m tests.support.s3link --upstream http://127.0.0.1:9000 [--rate-mb 90] [--latency-ms 30]
+    python3 -m hf_cache.lab.s3link --upstream http://127.0.0.1:9000 [--rate-mb 90] [--latency-ms 30]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 CHUNK = 256 * 1024
@@ -190,7 +191,8 @@ class S3Link:
             client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             down = threading.Thread(target=self._pump_down, args=(upstream, client), name="s3link-down", daemon=True)
             down.start()
-            reader = client.makefile("rb", buffering=CHUNK)
+            # with a buffer size, makefile("rb") is a BufferedReader; typeshed only says so for a literal size
+            reader = cast(io.BufferedReader, client.makefile("rb", buffering=CHUNK))
             up = Throttle(self.params.rate_mb * 1e6)
             while not self._closing.is_set():
                 head = _read_head(reader)

@@ -199,12 +199,12 @@ class HubServer:
                 return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
             blobs = parse_qs(url.query).get("blobs", ["false"])[0] == "true"
             siblings = []
-            for rel, f in repo.commits[sha].items():
+            for rel, entry in repo.commits[sha].items():
                 sib: dict[str, object] = {"rfilename": rel}
                 if blobs and not self.omit_metadata:
-                    sib.update({"size": len(f.data), "blobId": f.blob_id})
-                    if f.lfs:
-                        sib["lfs"] = {"sha256": f.sha256, "size": len(f.data), "pointerSize": 134}
+                    sib.update({"size": len(entry.data), "blobId": entry.blob_id})
+                    if entry.lfs:
+                        sib["lfs"] = {"sha256": entry.sha256, "size": len(entry.data), "pointerSize": 134}
                 siblings.append(sib)
             body = {
                 "id": repo.repo_id,

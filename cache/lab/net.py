@@ -1,18 +1,15 @@
-"""Loopback servers for `hf-cache demo` (and the test suite, which imports these rather than its own copies):
-a free port, waiting for a server to answer, a moto S3 server in its own process, stopping a child."""
+"""Plumbing every lab server shares: a free port on 127.0.0.1, waiting for a server to answer, stopping a child."""
 
 from __future__ import annotations
 
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
-from hf_cache.errors import ConfigError, HfCacheError
+from hf_cache.errors import HfCacheError
 
 
 def free_port() -> int:
@@ -41,30 +38,6 @@ def wait_http(
             pass
         time.sleep(0.1)
     raise HfCacheError(f"{what} was not ready within {timeout:.0f}s")
-
-
-def start_moto(env: dict[str, str]) -> tuple[str, subprocess.Popen]:
-    """moto's S3 server on 127.0.0.1, in its own process (FUSE reads must never wait on our GIL)."""
-    try:
-        import moto.server  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError("the loopback S3 server needs moto: pip install 'hf-cache[test]'") from exc
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        cwd=tempfile.gettempdir(),  # moto's request recorder (used by the refresh benchmark) writes into its cwd
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(endpoint + "/moto-api/", proc=proc, what="the loopback S3 server")
-    except BaseException:
-        stop(proc)
-        raise
-    return endpoint, proc
 
 
 def stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
