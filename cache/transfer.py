@@ -63,6 +63,40 @@ def plan_segments(size: int, segment: int) -> list[Segment]:
     return [Segment(off, (starts[i + 1] if i + 1 < len(starts) else size) - off) for i, off in enumerate(starts)]
 
 
+def fill_segment(
+    read_into: ReadInto,
+    seg: Segment,
+    touch: int,
+    advance: Callable[[int], None] | None = None,
+    short: Callable[[int], BaseException] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> int:
+    """Make the source fetch ``seg`` whole by reading 4 KiB every ``touch`` bytes, in order; returns how far it got.
+
+    A source that fetches contiguously up to each read (rclone's downloader, reused while the next read is within
+    --buffer-size) fills the segment without the bytes being copied out. ``advance(upto)`` after each read: the
+    source holds ``[seg.offset, upto)``. ``stop()`` true ends early (the prefetcher's shutdown); a read of 0 bytes
+    raises ``short(at)`` (EOFError by default).
+    """
+    buf = memoryview(bytearray(4096))
+    pos = seg.offset
+    while stop is None or not stop():
+        at = min(pos, max(seg.offset, seg.end - len(buf)))
+        want = min(len(buf), seg.end - at)
+        got = 0
+        while got < want:
+            n = read_into(at + got, buf[got:want])
+            if n <= 0:
+                raise short(at + got) if short else EOFError(f"ended at byte {at + got}")
+            got += n
+        if advance is not None:
+            advance(at + want)
+        if at + want >= seg.end:
+            return seg.end
+        pos += touch
+    return min(pos, seg.end)
+
+
 @dataclass(frozen=True)
 class Fetched:
     size: int
@@ -130,22 +164,7 @@ def fetch(
 
     def touch_one(i: int, seg: Segment) -> None:
         try:
-            buf = memoryview(bytearray(4096))
-            pos = seg.offset
-            while True:
-                at = min(pos, max(seg.offset, seg.end - len(buf)))
-                want = min(len(buf), seg.end - at)
-                got = 0
-                while got < want:
-                    n = read_into(at + got, buf[got:want])
-                    if n <= 0:
-                        raise short(at + got)
-                    got += n
-                # the source fetched [seg.offset, at + want) in order to answer: the hasher may read it
-                state.advance(i, at + want)
-                if at + want >= seg.end:
-                    return
-                pos += touch
+            fill_segment(read_into, seg, touch, lambda upto: state.advance(i, upto), short)
         except BaseException as exc:
             state.fail(exc)
 

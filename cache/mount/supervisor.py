@@ -38,6 +38,7 @@ from hf_cache.mount.config import MountConfig
 from hf_cache.mount.freshness import parse_status
 from hf_cache.mount.health import start_health_server
 from hf_cache.mount.metrics import MountMetrics
+from hf_cache.mount.prefetch import Policy, Prefetcher
 from hf_cache.mount.rclone import rclone_args, rclone_binary, rclone_env
 from hf_cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
 from hf_cache.node.agent import start_for_mount as start_node_tier
@@ -92,6 +93,7 @@ class Supervisor:
         self._s3 = BoundedWorker("status-get")
         self._last_success: float | None = None
         self._locks: list[IO[str]] = []
+        self._prefetch: Prefetcher | None = None
         self._relist_failing = False
 
     # -- probes (state only: the HTTP handlers call these) -----------------------------------------------------
@@ -362,6 +364,20 @@ class Supervisor:
             self._cleanup_mount()
         cfg.mountpoint.mkdir(parents=True, exist_ok=True)
 
+    def _start_prefetch(self) -> None:
+        """Prefetch on open (mount/prefetch.py); without fanotify the mount still works, one connection per reader."""
+        cfg = self.cfg
+        policy = Policy(cfg.prefetch_streams, cfg.prefetch_min_size, cfg.cache_max_bytes)
+        prefetcher = Prefetcher(
+            cfg.mountpoint, cfg.cache_dir, cfg.remote_path, policy, self.metrics.registry, self.stop_event
+        )
+        try:
+            prefetcher.start()
+        except MountError as exc:
+            log.warning("%s", exc)
+            return
+        self._prefetch = prefetcher
+
     def run(self) -> None:
         """Mount and keep the mount healthy until SIGTERM/SIGINT, then clean up and return (exit 0). What cannot be
         fixed by a restart (bad settings, no bucket, rclone refusing to start) raises our error types, whose exit
@@ -384,12 +400,15 @@ class Supervisor:
             self.prepare()
             threading.Thread(target=self._freshness_loop, name="freshness", daemon=True).start()
             start_node_tier(cfg, self.metrics.registry, self.stop_event)  # cache/node/: no-op without --tier-dir
+            self._start_prefetch()
             self._loop()
         finally:
             log.info("stopping: unmounting %s", cfg.mountpoint)
             self._set_ready(False)
             self._stop_rclone()
             self._cleanup_mount()
+            if self._prefetch is not None:
+                self._prefetch.close()
             server.shutdown()
             server.server_close()
 
@@ -401,6 +420,8 @@ class Supervisor:
             if self._wait_ready():
                 log.info("mounted s3://%s at %s", self.cfg.remote_path, self.cfg.mountpoint)
                 self._set_ready(True)
+                if self._prefetch is not None:
+                    self._prefetch.mounted()  # a new mount is a new filesystem to watch
                 self._watch()
             elif (reason := self._start_failure()) is not None:
                 raise MountError(reason)

@@ -1,0 +1,304 @@
+"""Prefetch on open: when a reader opens a large file the node cache does not hold, fill it at many connections.
+
+rclone serves a sequential read() with one downloader (one connection, ~90 MB/s from S3), and the flag that gives
+it several (``--vfs-read-chunk-streams``) ruins mmap-style loads (docs/cold-path.md). So the mount keeps its flags,
+and the supervisor watches opens (openwatch.py, fanotify): a file of at least ``--prefetch-min-size`` that rclone's
+cache does not hold whole is read as contiguous segments, each by its own thread through the mount
+(cache/transfer.py ``fill_segment``: 4 KiB touched per MiB, no copy, no hash), so rclone starts one downloader per
+segment and its cache fills at N connections while the reader - sequential or mmap - is served from it. rclone's
+own downloader for the reader stops when it runs into data a segment already fetched, and a segment's downloader
+stops where the reader's already fetched, so bytes cross the link about once.
+
+A prefetch only ever adds reads of the same file through the same mount: when it fails (S3 error, stall, rclone
+restarted) it stops and is counted, and the reader's own reads go on as without it. Opens by this process (the
+prefetch's own, the node tier's, the probes) never trigger it. One prefetch per file however many readers; a
+node-wide stream budget shared by all files, first opened first served; never more in flight than half the cache
+cap (rclone would evict what it just fetched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from hf_cache.errors import MountError
+from hf_cache.mount.openwatch import Opened, OpenWatch
+from hf_cache.mount.rclone import READ_CHUNK
+from hf_cache.node import vfscache
+from hf_cache.transfer import MiB, Segment, aligned_segment, fill_segment, plan_segments
+
+log = logging.getLogger("hf_cache.mount.prefetch")
+
+TOUCH = 1 * MiB  # within rclone's --buffer-size (4M): its downloader is reused, the segment is fetched whole
+MIN_SEGMENT = 48 * MiB  # warm's floor (readers/warm.py): smaller segments abandon more read-ahead per end
+DONE_MEMORY = 120.0  # seconds a finished file is not prefetched again (rclone writes its cache record late)
+MARKER_EVERY = 10.0  # seconds between touches of the marker hf-cache warm looks for
+
+
+def marker_path(mountpoint: Path) -> Path:
+    """Where the supervisor says "this mount prefetches on open", beside the mountpoint (like its lock file), so
+    hf-cache warm - given only the mountpoint, maybe through a pod's bind mount of the node folder - finds it."""
+    return mountpoint.parent / f".{mountpoint.name}.hf-cache-prefetch.json"
+
+
+def marker_live(mountpoint: Path, now: float | None = None) -> dict | None:
+    """The prefetcher's settings if a live supervisor prefetches on this mount (marker touched recently)."""
+    path = marker_path(mountpoint)
+    try:
+        age = (time.time() if now is None else now) - path.stat().st_mtime
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and age < 6 * MARKER_EVERY else None
+
+
+@dataclass(frozen=True)
+class Policy:
+    streams: int  # node-wide budget of segment streams; 0 = off
+    min_size: int
+    cache_max_bytes: int
+
+
+def skip_reason(
+    policy: Policy, size: int, cached: int, in_flight_bytes: int, busy: bool, recently_done: bool
+) -> str | None:
+    """Why an opened file is not prefetched, or None to prefetch it. Pure, unit-tested."""
+    if policy.streams <= 0:
+        return "off"
+    if size < policy.min_size:
+        return "small"
+    if busy:
+        return "in flight"
+    if cached >= size:
+        return "cached"
+    if recently_done:
+        return "done"
+    segments = plan_segments(size, segment_size(size, policy.streams))
+    if len(segments) < 2:
+        return "one segment"  # the reader's own downloader is that one stream
+    if policy.cache_max_bytes and in_flight_bytes + size > policy.cache_max_bytes // 2:
+        return "cache cap"
+    return None
+
+
+def segment_size(size: int, streams: int) -> int:
+    return aligned_segment(size, max(1, streams), READ_CHUNK, MIN_SEGMENT)
+
+
+class PrefetchMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.files = Counter("hfcache_prefetch_files", "Files prefetched on open (finished)", registry=r)
+        self.bytes = Counter("hfcache_prefetch_bytes", "Bytes of files filled by prefetch-on-open", registry=r)
+        self.failed = Counter(
+            "hfcache_prefetch_failed", "Prefetches stopped by an error (the reader's own reads go on)", registry=r
+        )
+        self.in_flight = Gauge("hfcache_prefetch_in_flight", "Files being prefetched now", registry=r)
+        self.skipped = Counter(
+            "hfcache_prefetch_skipped", "Opens of large files not prefetched (cached, in flight, cache cap)", registry=r
+        )
+
+
+@dataclass
+class _Job:
+    key: tuple[int, int]
+    fd: int
+    size: int
+    name: str
+    segments: list[Segment]
+    left: int = 0
+    failed: BaseException | None = None
+    done_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Prefetcher:
+    """Owns the fanotify group, a dispatcher thread and ``streams`` segment threads (daemons: a segment read stuck
+    in a hung mount must not hold up the supervisor's exit)."""
+
+    def __init__(
+        self,
+        mountpoint: Path,
+        cache_dir: Path,
+        remote_path: str,
+        policy: Policy,
+        registry: CollectorRegistry,
+        stop: threading.Event,
+    ) -> None:
+        self.mountpoint = mountpoint
+        self.cache_dir = cache_dir
+        self.remote_path = remote_path
+        self.policy = policy
+        self.metrics = PrefetchMetrics(registry)
+        self.stop = stop
+        self.pid = os.getpid()
+        self.watch: OpenWatch | None = None
+        self._work: queue.Queue[tuple[_Job, int]] = queue.Queue()
+        self._jobs: dict[tuple[int, int], _Job] = {}
+        self._done: dict[tuple[int, int], float] = {}
+        self._lock = threading.Lock()
+        self._marker_at = 0.0
+
+    def start(self) -> None:
+        """Start the threads (no-op when off). Raises MountError if fanotify is not available."""
+        if self.policy.streams <= 0:
+            return
+        self.watch = OpenWatch()
+        threading.Thread(target=self._dispatch, name="prefetch", daemon=True).start()
+        for i in range(self.policy.streams):
+            threading.Thread(target=self._segments, name=f"prefetch-{i}", daemon=True).start()
+
+    def mounted(self) -> None:
+        """rclone (re)mounted: watch the new mount's filesystem (the old mark went with the old superblock)."""
+        if self.watch is None:
+            return
+        try:
+            self.watch.mark(self.mountpoint)
+        except MountError as exc:
+            log.warning("prefetch-on-open is off for this mount: %s", exc)
+            return
+        self._touch_marker(force=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            marker_path(self.mountpoint).unlink()
+        if self.watch is not None:
+            self.watch.close()
+
+    # -- dispatcher -------------------------------------------------------------------------------------------
+    def _touch_marker(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._marker_at < MARKER_EVERY:
+            return
+        self._marker_at = now
+        data = {"streams": self.policy.streams, "min_size": self.policy.min_size}
+        with contextlib.suppress(OSError):
+            path = marker_path(self.mountpoint)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(path)
+
+    def _dispatch(self) -> None:
+        assert self.watch is not None
+        while not self.stop.is_set():
+            self._touch_marker()
+            try:
+                events = self.watch.events(0.5)
+            except OSError as exc:
+                log.warning("prefetch-on-open stopped watching opens: %s", exc)
+                return
+            for ev in events:
+                try:
+                    self._consider(ev)
+                except Exception as exc:
+                    log.warning("prefetch: ignoring an open: %s", exc)
+                    with contextlib.suppress(OSError):
+                        os.close(ev.fd)
+
+    def _rel(self, fd: int, st: os.stat_result) -> str | None:
+        """The opened file's path relative to the mount root: fanotify gives the opener's path (a pod's bind mount
+        shows as the path from the mount root), so the longest suffix that is the same file under the mountpoint."""
+        parts = Path(os.readlink(f"/proc/self/fd/{fd}")).parts[1:]
+        for i in range(len(parts)):
+            candidate = self.mountpoint.joinpath(*parts[i:])
+            with contextlib.suppress(OSError):
+                other = candidate.stat()
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    return "/".join(parts[i:])
+        return None
+
+    def _consider(self, ev: Opened) -> None:
+        st = os.fstat(ev.fd)
+        key = (st.st_dev, st.st_ino)
+        if ev.pid == self.pid or not stat.S_ISREG(st.st_mode) or st.st_size < self.policy.min_size:
+            os.close(ev.fd)
+            return
+        rel = self._rel(ev.fd, st)
+        cached = 0
+        if rel is not None:
+            found = vfscache.state(self.cache_dir, self.remote_path, rel, st.st_size)
+            cached = found.present if found is not None and found.complete else 0
+        now = time.monotonic()
+        with self._lock:
+            self._done = {k: t for k, t in self._done.items() if now - t < DONE_MEMORY}
+            reason = skip_reason(
+                self.policy,
+                st.st_size,
+                cached,
+                sum(j.size for j in self._jobs.values()),
+                key in self._jobs,
+                key in self._done,
+            )
+            if reason is not None:
+                os.close(ev.fd)
+                self.metrics.skipped.inc()
+                log.debug("prefetch: not %s (%s)", rel or key, reason)
+                return
+            segments = plan_segments(st.st_size, segment_size(st.st_size, self.policy.streams))
+            job = _Job(key, ev.fd, st.st_size, rel or f"inode {st.st_ino}", segments, left=len(segments))
+            self._jobs[key] = job
+            self.metrics.in_flight.set(len(self._jobs))
+        log.info("prefetch: %s (%d MiB) in %d segments, opened by pid %d", job.name, st.st_size >> 20, job.left, ev.pid)
+        for i in range(len(segments)):
+            self._work.put((job, i))
+
+    # -- segment streams --------------------------------------------------------------------------------------
+    def _segments(self) -> None:
+        while not self.stop.is_set():
+            try:
+                job, i = self._work.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            filled = 0
+            if job.failed is None:
+                try:
+                    fd = os.open(f"/proc/self/fd/{job.fd}", os.O_RDONLY)  # its own open: its own rclone handle
+                    try:
+                        seg = job.segments[i]
+                        filled = fill_segment(functools.partial(_pread_into, fd), seg, TOUCH, stop=self.stop.is_set)
+                        filled -= seg.offset
+                    finally:
+                        os.close(fd)
+                except (OSError, EOFError) as exc:
+                    job.failed = job.failed or exc
+            self._finish(job, filled)
+
+    def _finish(self, job: _Job, filled: int) -> None:
+        with job.lock:
+            job.left -= 1
+            job.done_bytes += filled
+            last = job.left == 0
+        self.metrics.bytes.inc(filled)
+        if not last:
+            return
+        with self._lock:
+            self._jobs.pop(job.key, None)
+            if job.failed is None:  # a failed one may be tried again by the next open
+                self._done[job.key] = time.monotonic()
+            self.metrics.in_flight.set(len(self._jobs))
+        with contextlib.suppress(OSError):
+            os.close(job.fd)
+        if job.failed is not None:
+            self.metrics.failed.inc()
+            log.warning(
+                "prefetch of %s stopped: %s (its readers are served by rclone's own reads)", job.name, job.failed
+            )
+        else:
+            self.metrics.files.inc()
+            log.info("prefetched %s (%d MiB)", job.name, job.size >> 20)
+
+
+def _pread_into(fd: int, offset: int, buf: memoryview) -> int:
+    """fill_segment's reader over one open file (a named function: mypy cannot type a lambda with a default)."""
+    return os.preadv(fd, [buf], offset)

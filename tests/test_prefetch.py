@@ -1,0 +1,208 @@
+"""Prefetch on open over the S3-like link: a cold sequential reader gets many connections, bytes cross once.
+
+Real FUSE, real rclone, moto behind tests/lab's link (90 MB/s per connection, +30 ms per request). The reader is
+this test process (or a child); the prefetcher lives in the mount's supervisor process and sees the open through
+fanotify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hf_cache.lab.mounting import RunningMount, start_mount
+from hf_cache.lab.s3link import LinkParams, S3Link
+from hf_cache.lab.s3server import S3Server
+from hf_cache.mount.prefetch import Policy, marker_live, marker_path, skip_reason
+from hf_cache.transfer import MiB
+from tests.conftest import require_tool
+from tests.test_warm import BIG, publish, settle
+
+ONE = 1.15  # S3 bytes / file size allowed: the file once, plus read-ahead abandoned at segment ends
+
+
+def sha256_of(path: Path, block: int = 4 * MiB) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def mount_over(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, *extra: str
+) -> Iterator[RunningMount]:
+    require_tool("fusermount3")
+    m = start_mount(
+        bucket=bucket,
+        prefix="",
+        env={**s3_env, "AWS_ENDPOINT_URL": link.endpoint, "AWS_ENDPOINT_URL_S3": link.endpoint},
+        mountpoint=tmp_path / "mnt",
+        cache_dir=tmp_path / "cache",
+        extra_args=extra,
+    )
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture
+def link(s3_server: S3Server) -> Iterator[S3Link]:
+    with S3Link(s3_server.endpoint, LinkParams()) as running:
+        yield running
+
+
+@pytest.fixture
+def link_mount(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link
+) -> Iterator[Callable[..., RunningMount]]:
+    """Factory: a mount over the link (started after publishing: the listing is then complete), stopped after."""
+    running: list[Iterator[RunningMount]] = []
+
+    def start(*extra: str) -> RunningMount:
+        running.append(mount_over(tmp_path, bucket, s3_env, link, *extra))
+        return next(running[-1])
+
+    yield start
+    for gen in running:
+        gen.close()
+
+
+def snapshot_dir(m: RunningMount) -> Path:
+    return next((m.mountpoint / "hub/models--org--big/snapshots").iterdir())
+
+
+def wait_metric(m: RunningMount, name: str, want: float, timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    got = m.metrics().get(name, 0.0)
+    while got < want and time.monotonic() < deadline:
+        time.sleep(0.3)
+        got = m.metrics().get(name, 0.0)
+    return got
+
+
+def test_a_cold_sequential_reader_gets_parallel_segments_and_exact_bytes(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, link_mount: Callable[..., RunningMount]
+) -> None:
+    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG, "small.bin": 40 * MiB})
+    m = link_mount()
+    snap = snapshot_dir(m)
+    want = sha256_of(tmp_path / "src/model.safetensors")
+    # a small file is read by rclone's one downloader alone: no prefetch
+    link.reset_stats()
+    assert sha256_of(snap / "small.bin") == sha256_of(tmp_path / "src/small.bin")
+    assert m.metrics()["hfcache_prefetch_files_total"] == 0
+    assert m.metrics()["hfcache_prefetch_in_flight"] == 0
+    assert set(link.stats.range_starts) <= {0, 16 * MiB}, sorted(link.stats.range_starts)
+
+    link.reset_stats()
+    started = time.monotonic()
+    assert sha256_of(snap / "model.safetensors") == want  # a plain sequential read(), byte-exact
+    took = time.monotonic() - started
+    print(f"cold sequential read of 210 MiB over the link: {took:.2f}s")
+    settle(link)
+    stats = link.stats.snapshot()
+    # the prefetcher started a stream at each 48 MiB segment; one reader alone asks at 0, 16, 48, 112 MiB only
+    starts = set(link.stats.range_starts)
+    assert {96 * MiB, 144 * MiB} <= starts, sorted(starts)
+    print("one reader fetched", stats["bytes_down"] / BIG, sorted(starts))
+    assert BIG <= stats["bytes_down"] <= ONE * BIG, (stats, sorted(starts))
+    assert wait_metric(m, "hfcache_prefetch_files_total", 1) == 1, m.log()
+    assert m.metrics()["hfcache_prefetch_bytes_total"] >= BIG * 0.99
+
+
+def test_four_readers_of_one_cold_file_share_one_prefetch(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, link_mount: Callable[..., RunningMount]
+) -> None:
+    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
+    m = link_mount()
+    path = snapshot_dir(m) / "model.safetensors"
+    want = sha256_of(tmp_path / "src/model.safetensors")
+    link.reset_stats()
+    # four processes (fanotify merges queued opens of one file by one process into one event)
+    readers = [subprocess.Popen(["sha256sum", str(path)], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    got = [r.communicate(timeout=120)[0].split()[0] for r in readers]
+    assert got == [want] * 4
+    assert wait_metric(m, "hfcache_prefetch_files_total", 1) == 1, m.log()
+    settle(link)
+    metrics = m.metrics()
+    assert metrics["hfcache_prefetch_files_total"] == 1  # one prefetch, however many readers
+    assert metrics["hfcache_prefetch_skipped_total"] >= 3
+    stats = link.stats.snapshot()
+    print("four readers fetched", stats["bytes_down"] / BIG)
+    assert BIG <= stats["bytes_down"] <= ONE * BIG, stats
+
+
+def test_an_open_through_a_bind_mount_in_another_namespace_is_prefetched(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, link_mount: Callable[..., RunningMount]
+) -> None:
+    """Job pods see the node folder through a bind mount in their own mount namespace."""
+    require_tool("unshare")
+    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
+    m = link_mount()
+    rel = snapshot_dir(m).relative_to(m.mountpoint) / "model.safetensors"
+    pod = tmp_path / "pod"
+    pod.mkdir()
+    link.reset_stats()
+    script = f"mount --bind {m.mountpoint} {pod} && sha256sum {pod / rel}"
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == sha256_of(tmp_path / "src/model.safetensors")
+    assert wait_metric(m, "hfcache_prefetch_files_total", 1) == 1, m.log()
+    assert {96 * MiB, 144 * MiB} <= set(link.stats.range_starts), sorted(link.stats.range_starts)
+
+
+def test_link_faults_during_a_prefetch_never_reach_the_reader(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], s3_server: S3Server
+) -> None:
+    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
+    want = sha256_of(tmp_path / "src/model.safetensors")
+    params = LinkParams(error_rate=0.15, reset_rate=0.1, stall_rate=0.05, stall_s=3.0, seed=11)
+    with S3Link(s3_server.endpoint, LinkParams()) as link:
+        for m in mount_over(tmp_path, bucket, s3_env, link):
+            snap = snapshot_dir(m)
+            link.params = params  # faults from now on: listing done, the reads and the prefetch meet them
+            started = time.monotonic()
+            assert sha256_of(snap / "model.safetensors") == want
+            assert time.monotonic() - started < 60
+            metrics = m.metrics()
+            # the prefetch ran (finished or stopped by a fault); either way the reader got every byte
+            assert metrics["hfcache_prefetch_files_total"] + metrics["hfcache_prefetch_failed_total"] >= 0
+            assert metrics["hfcache_prefetch_bytes_total"] > 0
+            stats = link.stats.snapshot()
+            assert stats["errors"] + stats["resets"] + stats["stalls"] > 0, stats  # the link did inject faults
+
+
+# -- pure parts ---------------------------------------------------------------------------------------------------
+
+
+def test_skip_reason_policy() -> None:
+    p = Policy(streams=16, min_size=64 * MiB, cache_max_bytes=10_000 * MiB)
+    big = 2000 * MiB
+    assert skip_reason(p, big, 0, 0, busy=False, recently_done=False) is None
+    assert skip_reason(Policy(0, 64 * MiB, 0), big, 0, 0, False, False) == "off"
+    assert skip_reason(p, 63 * MiB, 0, 0, False, False) == "small"
+    assert skip_reason(p, 64 * MiB, 0, 0, False, False) == "one segment"  # one 48 MiB segment + tail
+    assert skip_reason(p, 100 * MiB, 0, 0, False, False) is None  # 48 + 52 MiB: two streams
+    assert skip_reason(p, big, 0, 0, busy=True, recently_done=False) == "in flight"
+    assert skip_reason(p, big, big, 0, False, False) == "cached"
+    assert skip_reason(p, big, big - 1, 0, False, False) is None  # partly cached: the rest still comes faster
+    assert skip_reason(p, big, 0, 0, False, recently_done=True) == "done"
+    assert skip_reason(p, big, 0, 4000 * MiB, False, False) == "cache cap"  # half the cap in flight at most
+    assert skip_reason(Policy(16, 64 * MiB, 0), big, 0, 10**15, False, False) is None  # no cap known
+
+
+def test_marker_is_live_only_while_touched(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    assert marker_live(mnt) is None
+    marker_path(mnt).write_text('{"streams": 16, "min_size": 67108864}')
+    assert marker_live(mnt) == {"streams": 16, "min_size": 67108864}
+    assert marker_live(mnt, now=time.time() + 3600) is None  # a supervisor killed without cleanup
+    marker_path(mnt).write_text("not json")
+    assert marker_live(mnt) is None
