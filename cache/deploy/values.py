@@ -12,6 +12,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
+from hf_cache import settings
 from hf_cache.errors import ConfigError
 from hf_cache.units import parse_size_or_share
 
@@ -104,10 +105,10 @@ def check_size(value: Any, where: str) -> str:
 
 def check_host_path(value: Any, where: str, key: str) -> str:
     if not isinstance(value, str) or not value.startswith("/") or ".." in PurePosixPath(value).parts:
-        raise _bad(where, key, value, "write an absolute node path without .., e.g. /var/cache/hf-cache")
+        raise _bad(where, key, value, f"write an absolute node path without .., e.g. {settings.CACHE_DIR}")
     if value.rstrip("/") in ("", "/proc", "/sys", "/dev", "/etc", "/var", "/var/lib"):
         raise _bad(
-            where, key, value, "a system folder, not a cache folder; use a dedicated one like /var/cache/hf-cache"
+            where, key, value, f"a system folder, not a cache folder; use a dedicated one like {settings.CACHE_DIR}"
         )
     return str(PurePosixPath(value))
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
+from hf_cache import settings
 from hf_cache.errors import ConfigError, MountError
 
 
@@ -55,7 +56,9 @@ def check_rc_port_free(port: int) -> None:
     """rclone's rc server binds 127.0.0.1:port; if that is taken, rclone would die at every start."""
     check_port(port, "--rc-port")
     if port == 0:
-        raise ConfigError("--rc-port 0: rclone needs a fixed port for its rc API; pick a free one, e.g. 5572")
+        raise ConfigError(
+            f"--rc-port 0: rclone needs a fixed port for its rc API; pick a free one, e.g. {settings.RC_PORT}"
+        )
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))

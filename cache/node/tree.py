@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hf_cache import layout
+from hf_cache import layout, settings
 from hf_cache.errors import ConfigError
 from hf_cache.layout import HUB_DIR, MANIFESTS_DIR, META_DIR, REFS_DIR, SHA_RE
 
@@ -52,8 +52,9 @@ class Tier:
         r, m = Path(os.path.abspath(root)), Path(os.path.abspath(mountpoint))
         if r == m or r not in m.parents:
             raise ConfigError(
-                f"--tier-dir {root}: the mountpoint {mountpoint} must be inside it (e.g. --tier-dir /var/lib/hf-cache "
-                "--mountpoint /var/lib/hf-cache/mnt), so that one read-only pod volume holds both"
+                f"--tier-dir {root}: the mountpoint {mountpoint} must be inside it (e.g. --tier-dir"
+                f" {settings.NODE_ROOT} --mountpoint {settings.NODE_MOUNTPOINT}), so that one read-only pod volume"
+                " holds both"
             )
         return Tier(r, m)
 
