@@ -23,9 +23,6 @@ from pathlib import Path
 import click
 
 from hf_cache.errors import HfCacheError
-from hf_cache.lab.metrics import scrape
-from hf_cache.lab.net import free_port, stop, wait_http
-from hf_cache.lab.s3server import start_moto
 from hf_cache.progress import human_bytes
 from hf_cache.readers.envvars import reader_env
 
@@ -47,6 +44,9 @@ CREDS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo-secret", "A
 
 @contextlib.contextmanager
 def _s3_server(env: dict[str, str]) -> Iterator[str]:
+    from hf_cache.lab.net import stop
+    from hf_cache.lab.s3server import start_moto
+
     endpoint, proc = start_moto(env)
     try:
         yield endpoint
@@ -83,7 +83,10 @@ def _load(repo: str, mountpoint: Path, scratch: Path) -> dict:
 @click.option("--keep", is_flag=True, help="Leave the temp folder (not the servers) for a look afterwards.")
 def demo(model: str | None, keep: bool) -> None:
     """Run refresh -> S3 -> mount -> from_pretrained on this machine, and print what happened."""
+    # the lab (and moto, transformers) load when the demo runs, not when `hf-cache --help` lists it
     from hf_cache.demo.tinymodel import make_tiny_gpt2
+    from hf_cache.lab.metrics import scrape
+    from hf_cache.lab.net import free_port, stop, wait_http
 
     work = Path(tempfile.mkdtemp(prefix="hf-cache-demo-"))
     env = {**os.environ, **CREDS}
