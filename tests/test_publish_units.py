@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hf_cache import treelisting
-from hf_cache.errors import IntegrityError, StorageError
+from hf_cache.errors import IntegrityError, S3NotFoundError, StorageError
 from hf_cache.modelsfile import ModelEntry
 from hf_cache.refresh.checksums import Digest, b64_of_hex, hash_fd
 from hf_cache.refresh.manifest import PublishedFile, published_files
@@ -29,7 +29,7 @@ from hf_cache.refresh.plan import (
 from hf_cache.refresh.publish import Publisher
 from hf_cache.refresh.source import LFS_THRESHOLD, Fetched, HubSource, RepoFile, Snapshot, git_blob_id, lfs_blob_id
 from hf_cache.refresh.status import RepoResult, RepoState, RunState, run_state
-from hf_cache.refresh.store import Target
+from hf_cache.refresh.store import Target, server_copy
 from tests.refresh_helpers import objects, read
 
 if TYPE_CHECKING:
@@ -189,6 +189,35 @@ def test_a_new_source_is_one_class_publish_needs_nothing_else(s3_server: S3Serve
     again = publisher.publish(ModelEntry("org/mem"))
     assert again.state is RepoState.OK and again.bytes_skipped == sum(map(len, files.values()))
     assert set(objects(client, bucket)) == before
+
+
+def test_the_store_answers_absent_as_none_and_every_failure_as_our_type(s3_server: S3Server, bucket: str) -> None:
+    client = s3_server.client()
+    here, gone = Target(client, bucket, "p"), Target(client, "no-such-bucket-h2", "p")
+    assert here.get_bytes("p/none") is None and here.head("p/none") is None and here.get_json("p/none") is None
+    here.put_bytes("p/x.json", b"{not json")
+    assert here.get_json("p/x.json") is None  # ours, corrupt: reported and replaced, never fatal
+    calls: list[Callable[[], object]] = [
+        lambda: gone.list("p"),
+        lambda: gone.put_bytes("p/a", b"a"),
+        lambda: gone.put_json("p/a", {}),
+        lambda: server_copy(gone, "p/a", "p/b", 1, {}),
+    ]
+    for call in calls:
+        with pytest.raises(S3NotFoundError, match="bucket 'no-such-bucket-h2' does not exist"):
+            call()
+
+
+def test_an_s3_failure_fails_the_repo_in_one_line_of_ours(s3_server: S3Server, tmp_path: Path) -> None:
+    """Every S3 error inside a publish comes through hf_cache.s3errors: our type, what failed, what to do."""
+    client = s3_server.client()
+    target = Target(client, "no-such-bucket-h2", "p")
+    publisher = Publisher(target, HubSource(), tmp_path, sources=lambda e: MemorySource({"a.json": b"{}"}))
+    result = publisher.publish(ModelEntry("org/mem"))
+    assert result.state is RepoState.FAILED and result.error is not None
+    assert result.error.startswith("bucket 'no-such-bucket-h2' does not exist"), result.error
+    assert "check --bucket" in result.error and "\n" not in result.error
+    assert "Traceback" not in result.error and "An error occurred" not in result.error  # not botocore's raw text
 
 
 @pytest.mark.parametrize("module", ["publish.py", "plan.py", "manifest.py", "store.py"])

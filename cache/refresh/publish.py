@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
 
 from hf_cache import __version__, layout, treelisting
 from hf_cache.errors import HfCacheError, HubError
@@ -44,6 +43,7 @@ from hf_cache.refresh.plan import (
 from hf_cache.refresh.source import HubSource, RepoFile, Snapshot, Source, lfs_blob_id, source_for
 from hf_cache.refresh.status import RepoResult, RepoState, now_iso
 from hf_cache.refresh.store import Target, server_copy
+from hf_cache.s3errors import BOTO_ERRORS, s3_errors, translate
 
 log = logging.getLogger("hf_cache.refresh")
 
@@ -134,11 +134,10 @@ class Publisher:
             result.sha = snapshot.sha
             self._publish_snapshot(entry, source, snapshot, result)
             result.state = RepoState.OK
+        except BOTO_ERRORS as exc:  # a call outside the store: decoded like every other S3 error
+            result.state, result.error = RepoState.FAILED, redact(str(translate(exc, bucket=self.target.bucket)))
         except HfCacheError as exc:
             result.state, result.error = RepoState.FAILED, redact(str(exc))
-        except ClientError as exc:
-            result.state = RepoState.FAILED
-            result.error = redact(f"{entry.display}: S3 refused a request: {exc}")
         except OSError as exc:
             result.state, result.error = RepoState.FAILED, redact(f"{entry.display}: {exc}")
         except Exception as exc:  # one repo's failure, whatever its type, must not end the run (S3UploadFailedError)
@@ -294,17 +293,18 @@ class Publisher:
         digest = fetched.digest
         try:
             blob_id = digest.blob_id or lfs_blob_id(digest.sha256, digest.size)
-            t.client.upload_file(
-                str(fetched.path),
-                t.bucket,
-                key,
-                ExtraArgs={
-                    "Metadata": {"sha256": digest.sha256, "blob-id": blob_id, "s3-checksum": digest.s3_checksum},
-                    "ChecksumAlgorithm": "SHA256",
-                },
-                Config=self.transfer_config(digest.size),
-                Callback=self.progress.advance,  # bytes as they move: a bar that moves during one long upload
-            )
+            with s3_errors(t.bucket, key, "upload to"):
+                t.client.upload_file(
+                    str(fetched.path),
+                    t.bucket,
+                    key,
+                    ExtraArgs={
+                        "Metadata": {"sha256": digest.sha256, "blob-id": blob_id, "s3-checksum": digest.s3_checksum},
+                        "ChecksumAlgorithm": "SHA256",
+                    },
+                    Config=self.transfer_config(digest.size),
+                    Callback=self.progress.advance,  # bytes as they move: a bar that moves during one long upload
+                )
         finally:
             fetched.release()
         head = t.head(key)

@@ -14,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from hf_cache.refresh.checksums import is_multipart, part_size_for
 from hf_cache.refresh.plan import ObjectState
+from hf_cache.s3errors import BOTO_ERRORS, is_not_found, s3_errors, translate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -25,16 +24,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_NOT_FOUND = ("NoSuchKey", "404", "NotFound")
-
-
-def _absent(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in _NOT_FOUND
-
 
 @dataclass(frozen=True)
 class Target:
-    """Where to publish: one bucket and prefix (the prefix root is what pods see as HF_HOME)."""
+    """Where to publish: one bucket and prefix (the prefix root is what pods see as HF_HOME).
+
+    A failed call raises one of our ``StorageError`` types (``hf_cache.s3errors``) naming the key and what to do.
+    """
 
     client: S3Client
     bucket: str
@@ -43,10 +39,10 @@ class Target:
     def get_bytes(self, key: str) -> bytes | None:
         try:
             body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if _absent(exc):
+        except BOTO_ERRORS as exc:
+            if is_not_found(exc):
                 return None
-            raise
+            raise translate(exc, bucket=self.bucket, key=key, action="read") from exc
         return body
 
     def get_json(self, key: str) -> Any | None:
@@ -65,14 +61,15 @@ class Target:
         """Size, S3's SHA-256 checksum and metadata of ``key``; None when there is no such object."""
         try:
             h = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-        except ClientError as exc:
-            if _absent(exc):
+        except BOTO_ERRORS as exc:
+            if is_not_found(exc):
                 return None
-            raise
+            raise translate(exc, bucket=self.bucket, key=key, action="check") from exc
         return ObjectState(key, h["ContentLength"], h.get("ChecksumSHA256"), h.get("Metadata", {}))
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        with s3_errors(self.bucket, key, "write"):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
     def put_json(self, key: str, obj: Any) -> None:
         self.put_bytes(key, json.dumps(obj, indent=1, sort_keys=True).encode(), "application/json")
@@ -80,10 +77,11 @@ class Target:
     def list(self, prefix: str) -> dict[str, int]:
         """key -> size of every object under ``prefix`` (a folder: a trailing '/' is added)."""
         out: dict[str, int] = {}
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/"):
-            for obj in page.get("Contents", []):
-                out[obj["Key"]] = obj["Size"]
+        folder = prefix.rstrip("/") + "/"
+        with s3_errors(self.bucket, folder, "list"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
+                for obj in page.get("Contents", []):
+                    out[obj["Key"]] = obj["Size"]
         return out
 
 
@@ -95,6 +93,11 @@ def server_copy(t: Target, src: str, dst: str, size: int, metadata: dict[str, st
     CopyObject; above it UploadPartCopy of ``part_size_for(size)`` ranges, so the checksum S3 computes is the
     same multipart checksum the source has. A failed multipart copy is aborted, not left behind.
     """
+    with s3_errors(t.bucket, dst, f"copy of s3://{t.bucket}/{src} to"):
+        _copy(t, src, dst, size, metadata)
+
+
+def _copy(t: Target, src: str, dst: str, size: int, metadata: dict[str, str]) -> None:
     c, bucket = t.client, t.bucket
     if not is_multipart(size):
         c.copy_object(
