@@ -141,14 +141,18 @@ def _where(bucket: str, key: str | None) -> str:
     return f"s3://{bucket}/{key}" if key else f"bucket {bucket!r}"
 
 
+def _why(code: str, status: int | None) -> str:
+    """``AccessDenied, HTTP 403``; a HEAD's error has no body, so its code is the status: ``HTTP 404`` once."""
+    if status and code and code != str(status):
+        return f"{code}, HTTP {status}"
+    return f"HTTP {status}" if status else code
+
+
 def _client_error(exc: ClientError, bucket: str, key: str | None, action: str) -> StorageError:
     code, status = error_code(exc), http_status(exc)
     where = _where(bucket, key)
     what = f"{action} {where}" if action else f"S3 {exc.operation_name or 'request'} on {where}"
-    if status and code and code != str(status):
-        why = f"{code}, HTTP {status}"
-    else:
-        why = f"HTTP {status}" if status else code
+    why = _why(code, status)
     fields: _Failure = {"bucket": bucket, "key": key, "code": code, "status": status}
     if code == "NoSuchBucket" or (not key and (code in NOT_FOUND_CODES or status == 404)):
         return S3NotFoundError(
