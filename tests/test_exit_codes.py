@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hf_cache.cli import EXIT_CODES, exit_code
+from hf_cache.demo.command import failure_cause
 from hf_cache.errors import (
     ConfigError,
     HfCacheError,
@@ -109,6 +110,8 @@ def test_a_failed_repo_exits_1_with_one_error_line_naming_it_once(
     assert errors == ["hf-cache: error: 1 of 2 repos failed: org/missing@main"], missing.stderr
     assert "Traceback" not in missing.stderr
     assert _failed_line(missing.stdout, "org/missing@main").startswith("FAILED  org/missing@main: ")
+    # the demo quotes a failed refresh's cause: the repo once there too
+    assert failure_cause(missing.stdout, missing.stderr).count("org/missing@main") == 1
 
     plan = _cli(["refresh", "--bucket", bucket, "--prefix", "p", "--dry-run", "org/missing"], env)
     assert plan.returncode == 1 and plan.stderr.splitlines()[-1] == (

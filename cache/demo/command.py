@@ -63,7 +63,9 @@ def _hf(args: list[str], env: dict[str, str]) -> None:
 def failure_cause(stdout: str, stderr: str) -> str:
     """The lines of a failed hf-cache run that say why (a repo's FAILED line, ``error:`` lines), as plain text."""
     lines = [ln.strip() for ln in (stdout + "\n" + stderr).splitlines() if ln.strip()]
-    cause = [ln.removeprefix("FAILED").strip() for ln in lines if ln.startswith("FAILED") or "error:" in ln]
+    failed = [ln.removeprefix("FAILED").strip() for ln in lines if ln.startswith("FAILED")]
+    # a failed refresh ends with `hf-cache: error: N of M repos failed: <names>`, which its FAILED lines already say
+    cause = failed or [ln for ln in lines if "error:" in ln]
     return "; ".join(cause) or (lines[-1] if lines else "no output")
 
 
