@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from hf_cache import logs, settings
 
-log = logging.getLogger("hf_cache.progress")
+log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = settings.PROGRESS_INTERVAL
 
 

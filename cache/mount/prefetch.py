@@ -38,7 +38,7 @@ from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.node import vfscache
 from hf_cache.transfer import MiB, Segment, aligned_segment, fill_segment, plan_segments
 
-log = logging.getLogger("hf_cache.mount.prefetch")
+log = logging.getLogger(__name__)
 
 TOUCH = 1 * MiB  # within rclone's --buffer-size (4M): its downloader is reused, the segment is fetched whole
 MIN_SEGMENT = 48 * MiB  # warm's floor (readers/warm.py): smaller segments abandon more read-ahead per end

@@ -45,7 +45,7 @@ from hf_cache.node.agent import start_for_mount as start_node_tier
 from hf_cache.s3 import check_bucket, check_endpoint, make_client
 from hf_cache.s3errors import is_not_found, is_not_modified, s3_errors
 
-log = logging.getLogger("hf_cache.mount")
+log = logging.getLogger(__name__)
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0

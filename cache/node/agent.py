@@ -25,7 +25,7 @@ from hf_cache.node import vfscache
 from hf_cache.node.promote import promote_by_fetch, promote_from_file
 from hf_cache.node.tree import Entry, Tier, load_entries, sync
 
-log = logging.getLogger("hf_cache.node")
+log = logging.getLogger(__name__)
 
 # rclone's own LRU limit as a share of the node cap: it holds cold files being read until they are promoted; the
 # rest is for hot blobs (the tier evicts blobs whenever both together exceed the cap).

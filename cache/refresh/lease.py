@@ -38,7 +38,7 @@ from hf_cache.s3errors import is_not_found, is_precondition_failed, s3_errors
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-log = logging.getLogger("hf_cache.lease")
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 60.0
 MAX_TTL = 6 * 3600.0  # the CronJob's activeDeadlineSeconds

@@ -19,7 +19,7 @@ from typing import Any
 from hf_cache import layout
 from hf_cache.refresh.store import Target
 
-log = logging.getLogger("hf_cache.prune")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from hf_cache.refresh.status import RepoResult, RepoState, now_iso
 from hf_cache.refresh.store import Target, server_copy
 from hf_cache.s3errors import BOTO_ERRORS, s3_errors, translate
 
-log = logging.getLogger("hf_cache.refresh")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import MultipartUploadTypeDef
 
-log = logging.getLogger("hf_cache.refresh")
+log = logging.getLogger(__name__)
 
 
 def stale_uploads(uploads: list[MultipartUploadTypeDef], started_before: datetime) -> list[MultipartUploadTypeDef]:
