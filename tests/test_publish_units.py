@@ -28,7 +28,15 @@ from hf_cache.refresh.plan import (
 )
 from hf_cache.refresh.publish import Publisher
 from hf_cache.refresh.source import LFS_THRESHOLD, Fetched, HubSource, RepoFile, Snapshot, git_blob_id, lfs_blob_id
-from hf_cache.refresh.status import RepoResult, RepoState, RunState, run_state
+from hf_cache.refresh.status import (
+    AD_HOC_RUNS_KEPT,
+    RepoResult,
+    RepoState,
+    RunState,
+    run_state,
+    scheduled_run,
+    with_ad_hoc_run,
+)
 from hf_cache.refresh.store import Target, server_copy
 from tests.refresh_helpers import objects, read
 
@@ -129,6 +137,26 @@ def test_status_values_are_the_plain_strings_readers_compare() -> None:
     assert json.dumps([ok.to_json()["state"], failed.to_json()["state"]]) == '["ok", "failed"]'
     assert run_state([ok]) is RunState.OK and run_state([ok, failed]) is RunState.FAILED and run_state([]) == "ok"
     assert RepoResult(entry).state == "pending" and not RepoResult(entry).ok
+
+
+def test_last_success_survives_failed_runs_and_ad_hoc_runs_leave_the_scheduled_record_alone() -> None:
+    entry = ModelEntry("org/x")
+    ok, failed = [RepoResult(entry, state=RepoState.OK)], [RepoResult(entry, state=RepoState.FAILED)]
+    common = {"models_file": "m.txt", "started": "t0", "seconds": 1.23456, "delisted": {}, "pruned": []}
+    first = scheduled_run({}, ok, ended="t1", prune_refused=None, **common)
+    assert (first["state"], first["last_success"], first["seconds"]) == ("ok", "t1", 1.235)
+    second = scheduled_run(first, failed, ended="t2", prune_refused=None, **common)
+    assert (second["state"], second["last_success"], second["ended"]) == ("failed", "t1", "t2")
+    assert scheduled_run({"last_success": 5}, failed, ended="t3", prune_refused=None, **common)["last_success"] is None
+    doc: dict[str, object] = dict(second)
+    for n in range(AD_HOC_RUNS_KEPT + 3):
+        doc = with_ad_hoc_run(doc, ok if n % 2 else failed, started=f"a{n}", ended=f"b{n}")
+    runs = doc["ad_hoc"]
+    assert isinstance(runs, list) and len(runs) == AD_HOC_RUNS_KEPT
+    assert runs[-1]["started"] == f"a{AD_HOC_RUNS_KEPT + 2}" and runs[0]["started"] == "a3"  # the oldest dropped
+    assert {k: v for k, v in doc.items() if k != "ad_hoc"} == {k: v for k, v in second.items() if k != "ad_hoc"}
+    assert scheduled_run(doc, ok, ended="t4", prune_refused=None, **common)["ad_hoc"] == runs  # carried over
+    assert json.dumps(first["state"]) == '"ok"'
 
 
 # -- the Source protocol ------------------------------------------------------------------------------------------

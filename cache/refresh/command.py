@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from hf_cache import __version__, faults, layout, options, settings
+from hf_cache import faults, layout, options, settings
 from hf_cache.errors import ConfigError, HfCacheError, RefreshFailedError, StorageError
 from hf_cache.modelsfile import ModelEntry, glob_problem, parse_models_file
 from hf_cache.progress import Progress, human_bytes, plural
@@ -33,7 +33,7 @@ from hf_cache.refresh.publish import Publisher, RepoPlan, make_scratch, remove_s
 from hf_cache.refresh.remove import describe, plan_remove, published_names
 from hf_cache.refresh.repair import repair_entry
 from hf_cache.refresh.source import HubSource
-from hf_cache.refresh.status import RepoResult, RepoState, now_iso, run_state
+from hf_cache.refresh.status import RepoResult, RepoState, now_iso, scheduled_run, with_ad_hoc_run
 from hf_cache.refresh.store import Target
 from hf_cache.refresh.uploads import abort_stale_uploads
 from hf_cache.reponame import GRAMMAR, RepoName, case_clash, format_repo, not_published, parse_repos
@@ -204,10 +204,8 @@ def refresh(
             failed = [r for r in results if not r.ok]
             prune_refused: str | None = None
             if ad_hoc:
-                runs = kept if isinstance(kept := previous.get("ad_hoc"), list) else []
-                run = {"started": started, "ended": now_iso(), "state": run_state(results)}
-                previous["ad_hoc"] = [*runs[-19:], {**run, "repos": [r.to_json() for r in results]}]
-                target.put_json(layout.status_key(target.prefix), previous)
+                status = with_ad_hoc_run(previous, results, started=started, ended=now_iso())
+                target.put_json(layout.status_key(target.prefix), status)
             else:
                 prune_refused = _record_run(
                     target, previous, results, models_path, started, t0, prune, after, max_share, force
@@ -249,24 +247,17 @@ def _record_run(
     elif prune:
         now, share = datetime.now(UTC), max_share / 100
         pruned, delisted, prune_refused = run_prune(target, results, delisted, now, after, share, force)
-    ended = now_iso()
-    # The end of the last run whose repos all published: a node that starts after a failed run still knows how
-    # fresh the cache is (hfcache_refresh_last_success_timestamp_seconds; cache/mount/freshness.py reads it).
-    last_success = ended if not failed else previous.get("last_success")
-    status = {
-        "hf_cache_version": __version__,
-        "models_file": models_path,
-        "started": started,
-        "ended": ended,
-        "last_success": last_success if isinstance(last_success, str) else None,
-        "seconds": round(time.monotonic() - t0, 3),
-        "state": run_state(results),
-        "repos": [r.to_json() for r in results],
-        "delisted": delisted,
-        "pruned": pruned,
-        "prune_refused": prune_refused,
-        "ad_hoc": previous.get("ad_hoc", []),
-    }
+    status = scheduled_run(
+        previous,
+        results,
+        models_file=models_path,
+        started=started,
+        ended=now_iso(),
+        seconds=time.monotonic() - t0,
+        delisted=delisted,
+        pruned=pruned,
+        prune_refused=prune_refused,
+    )
     target.put_json(layout.status_key(target.prefix), status)
     return prune_refused
 

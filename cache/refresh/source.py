@@ -158,8 +158,6 @@ class LocalSource:
     with ``fstat`` on the open descriptor, so a file swapped for a link or a FIFO after the walk is refused too.
     """
 
-    endpoint = "file://"
-
     def resolve(self, entry: ModelEntry) -> Snapshot:
         assert entry.source is not None
         root = Path(os.path.realpath(entry.source))

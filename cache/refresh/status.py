@@ -7,11 +7,13 @@ other. They are ``StrEnum`` so the JSON holds the same plain strings as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from hf_cache import __version__
 
 if TYPE_CHECKING:
     from hf_cache.modelsfile import ModelEntry
@@ -82,3 +84,52 @@ class RepoResult:
 
 def run_state(results: Iterable[RepoResult]) -> RunState:
     return RunState.OK if all(r.ok for r in results) else RunState.FAILED
+
+
+AD_HOC_RUNS_KEPT = 20  # `refresh ORG/NAME` runs remembered in status.json, newest last
+
+
+def scheduled_run(
+    previous: Mapping[str, Any],
+    results: Sequence[RepoResult],
+    *,
+    models_file: str,
+    started: str,
+    ended: str,
+    seconds: float,
+    delisted: dict[str, str],
+    pruned: list[str],
+    prune_refused: str | None,
+) -> dict[str, Any]:
+    """status.json after a models.txt run, from the one it replaces (``previous``: {} when absent or corrupt).
+
+    ``last_success`` is the end of the last run whose repos all published, kept across failed runs: a node that
+    starts after a failed run still knows how fresh the cache is (``mount/freshness.py`` exports it). The ad-hoc
+    runs' record is carried over untouched.
+    """
+    last_success = ended if run_state(results) is RunState.OK else previous.get("last_success")
+    return {
+        "hf_cache_version": __version__,
+        "models_file": models_file,
+        "started": started,
+        "ended": ended,
+        "last_success": last_success if isinstance(last_success, str) else None,
+        "seconds": round(seconds, 3),
+        "state": run_state(results),
+        "repos": [r.to_json() for r in results],
+        "delisted": delisted,
+        "pruned": pruned,
+        "prune_refused": prune_refused,
+        "ad_hoc": previous.get("ad_hoc", []),
+    }
+
+
+def with_ad_hoc_run(
+    previous: Mapping[str, Any], results: Sequence[RepoResult], *, started: str, ended: str
+) -> dict[str, Any]:
+    """status.json after ``refresh ORG/NAME``: the run appended to ``ad_hoc`` (the last AD_HOC_RUNS_KEPT kept), and
+    everything the scheduled run recorded left as it was (ad-hoc runs do not speak for models.txt)."""
+    kept = previous.get("ad_hoc")
+    runs = kept[-(AD_HOC_RUNS_KEPT - 1) :] if isinstance(kept, list) else []
+    run = {"started": started, "ended": ended, "state": run_state(results), "repos": [r.to_json() for r in results]}
+    return {**previous, "ad_hoc": [*runs, run]}
