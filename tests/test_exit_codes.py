@@ -6,6 +6,7 @@ Hub-compatible server, the fault proxy refusing uploads), as a CronJob or an ope
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -128,3 +129,24 @@ def test_a_failed_repo_exits_1_with_one_error_line_naming_it_once(
     line = _failed_line(denied.stdout, "org/good@main")
     assert "access denied (AccessDenied, HTTP 403)" in line, line
     assert denied.stderr.splitlines()[-1] == "hf-cache: error: 1 of 1 repos failed: org/good@main", denied.stderr
+
+
+def test_verify_judges_a_file_on_what_s3_answered(
+    s3_server: S3Server, bucket: str, hub_server: HubServer, tmp_path: Path
+) -> None:
+    """A file S3 refuses to read is reported as unreadable with S3's code, not as missing (it may well be there)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "config.json").write_text('{"model_type": "gpt2"}')
+    (repo / "extra.txt").write_text("x")
+    sha = hub_server.add_repo("org/good", repo)
+    env = _env(s3_server.endpoint, s3_server, hub_server)
+    assert _cli(["refresh", "--bucket", bucket, "--prefix", "p", "org/good"], env).returncode == 0
+    s3_server.client().delete_object(Bucket=bucket, Key=f"p/hub/models--org--good/snapshots/{sha}/extra.txt")
+    with FaultProxy(s3_server.endpoint, [Refuse("GET", ("/snapshots/", "config.json"), 403)]) as proxy:
+        found = _cli(
+            ["verify", "--bucket", bucket, "--prefix", "p", "--json"], _env(proxy.endpoint, s3_server, hub_server)
+        )
+    assert found.returncode == 1, found.stderr
+    problems = {(p["path"], p["problem"]) for p in json.loads(found.stdout)["problems"]}
+    assert problems == {("config.json", "unreadable (AccessDenied)"), ("extra.txt", "missing")}, found.stdout
