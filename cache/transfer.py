@@ -47,7 +47,7 @@ def aligned_segment(total: int, streams: int, first_chunk: int, floor: int) -> i
     ~13-23 MB for other sizes). Picks the largest such size that still gives every stream a segment of ``total``,
     but not below ``floor`` (over-fetch ~6-9 MB per segment boundary).
     """
-    sizes = [first_chunk * (2**k - 1) for k in range(1, 16)]
+    sizes: list[int] = [first_chunk * (2**k - 1) for k in range(1, 16)]
     fitting = [s for s in sizes if s >= floor and s * streams <= max(total, 1)]
     return max(fitting) if fitting else min(s for s in sizes if s >= floor)
 
@@ -205,9 +205,14 @@ def fetch(
             state.fail(exc)
             raise
     got = digest.hexdigest()
-    if sha256 is not None and got != sha256:
+    check_sha256(name, got, sha256)
+    return Fetched(size, got)
+
+
+def check_sha256(name: str, got: str, want: str | None) -> None:
+    """IntegrityError naming the file and what to do when ``got`` is not the published ``want`` (None: unchecked)."""
+    if want is not None and got != want:
         raise IntegrityError(
-            f"{name}: sha256 {got[:16]}... does not match the published {sha256[:16]}...; the object in S3 is "
+            f"{name}: sha256 {got[:16]}... does not match the published {want[:16]}...; the object in S3 is "
             "corrupt - run hf-cache verify, then hf-cache refresh to publish it again"
         )
-    return Fetched(size, got)

@@ -8,6 +8,8 @@ fanotify.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from hf_cache.lab.mounting import RunningMount, start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
 from hf_cache.lab.s3server import S3Server
 from hf_cache.mount.prefetch import Policy, marker_live, marker_path, skip_reason
+from hf_cache.readers.warm import prefetching_mount
 from hf_cache.transfer import MiB
 from tests.conftest import require_tool
 from tests.test_warm import BIG, publish, settle
@@ -76,6 +79,10 @@ def link_mount(
 
 def snapshot_dir(m: RunningMount) -> Path:
     return next((m.mountpoint / "hub/models--org--big/snapshots").iterdir())
+
+
+def snapshot_dir_of(m: RunningMount, sha: str) -> Path:
+    return m.mountpoint / "hub/models--org--big/snapshots" / sha
 
 
 def wait_metric(m: RunningMount, name: str, want: float, timeout: float = 30.0) -> float:
@@ -158,6 +165,33 @@ def test_an_open_through_a_bind_mount_in_another_namespace_is_prefetched(
     assert {96 * MiB, 144 * MiB} <= set(link.stats.range_starts), sorted(link.stats.range_starts)
 
 
+def test_prefetch_keeps_working_after_rclone_restarts_and_a_new_snapshot(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, link_mount: Callable[..., RunningMount]
+) -> None:
+    """A fanotify mark lives with the mount's superblock: the supervisor marks each new mount again. A snapshot
+    published after the mount started (folders rclone had never listed) is watched too."""
+    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
+    m = link_mount("--freshness", "1s")
+    old = snapshot_dir(m)
+    os.kill(m.rclone_pid(), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while m.metrics().get("hfcache_rclone_restarts_total", 0) < 1 or m.get("/readyz")[0] != 200:
+        assert time.monotonic() < deadline, m.log()
+        time.sleep(0.3)
+    # a new snapshot: same name, new bytes (the first 1 MiB of each 32 MiB block is random)
+    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
+    ref = m.mountpoint / "hub/models--org--big/refs/main"
+    deadline = time.monotonic() + 30
+    while ref.read_text() == old.name or not (snapshot_dir_of(m, ref.read_text()) / "model.safetensors").exists():
+        assert time.monotonic() < deadline, "the new snapshot never reached the mount"
+        time.sleep(0.5)
+    snap = snapshot_dir_of(m, ref.read_text())
+    link.reset_stats()
+    assert sha256_of(snap / "model.safetensors") == sha256_of(tmp_path / "src/model.safetensors")
+    assert wait_metric(m, "hfcache_prefetch_files_total", 1) == 1, m.log()
+    assert {96 * MiB, 144 * MiB} <= set(link.stats.range_starts), sorted(link.stats.range_starts)
+
+
 def test_link_faults_during_a_prefetch_never_reach_the_reader(
     tmp_path: Path, bucket: str, s3_env: dict[str, str], s3_server: S3Server
 ) -> None:
@@ -206,3 +240,11 @@ def test_marker_is_live_only_while_touched(tmp_path: Path) -> None:
     assert marker_live(mnt, now=time.time() + 3600) is None  # a supervisor killed without cleanup
     marker_path(mnt).write_text("not json")
     assert marker_live(mnt) is None
+
+
+def test_warm_finds_the_marker_of_the_mount_holding_a_snapshot(tmp_path: Path) -> None:
+    snap = tmp_path / "mnt/hub/models--org--big/snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    assert prefetching_mount(snap) is None  # no marker: warm fetches the segments itself
+    marker_path(tmp_path / "mnt").write_text('{"streams": 16, "min_size": 67108864}')
+    assert prefetching_mount(snap) == {"streams": 16, "min_size": 67108864}

@@ -5,23 +5,32 @@ worth (about 90 MB/s), so each file is read as several large contiguous segments
 rclone starts one download stream per read position, and the streams fill the same cache file. While they run,
 the file is hashed in order from what is already cached and checked against the sha256 in the snapshot's
 manifest, so a corrupt object is reported, not silently served to every job.
+
+When the mount prefetches on open (cache/mount/prefetch.py; its supervisor keeps a marker beside the mountpoint,
+``marker_live``), warm only opens each file and hashes it in order: the open makes the supervisor fetch the file in
+parallel segments, the same way, and a second segmented fetch from warm would only compete with it for the node's
+streams. Without a live marker (prefetch off, or a mount whose parent folder is not writable) warm fetches the
+segments itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hf_cache.errors import HfCacheError, IntegrityError
 from hf_cache.layout import META_DIR, REFS_DIR, SHA_RE, manifest_path, ref_path, repo_folder_name, snapshot_path
+from hf_cache.mount.prefetch import marker_live
 from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.progress import Progress
 from hf_cache.reponame import format_repo
-from hf_cache.transfer import MiB, aligned_segment, fetch, plan_segments
+from hf_cache.transfer import MiB, aligned_segment, check_sha256, fetch, plan_segments
 
 # A segment's stream only touches 4 KiB every TOUCH bytes: rclone's downloader fetches everything up to each read
 # (it is reused while the next read is within --buffer-size, 4 MiB, of it), and the hash pass copies every byte
@@ -150,6 +159,30 @@ def warm_file(f: WarmFile, streams: int, segment: int, progress: Progress) -> No
     progress.advance(0, 1)
 
 
+def hash_in_order(f: WarmFile, progress: Progress, block: int = 4 * MiB) -> None:
+    """Read ``f`` once from start to end and check its sha256: the mount's prefetch (started by this open) fills
+    rclone's cache ahead of the read at many connections; where the read gets ahead, rclone's own downloader serves
+    it, and the prefetch's stream stops when it meets those bytes, so nothing crosses the link twice."""
+    digest = hashlib.sha256()
+    buf = memoryview(bytearray(block))
+    done = 0
+    with open(f.path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            digest.update(buf[:n])  # hashlib drops the GIL for large buffers
+            done += n
+            progress.advance(n)
+    if done != f.size:
+        raise IntegrityError(f"{f.name}: ended at byte {done}, expected {f.size} bytes; run hf-cache verify")
+    check_sha256(f.name, digest.hexdigest(), f.sha256)
+    progress.advance(0, 1)
+
+
+def prefetching_mount(snapshot: Path) -> dict[str, Any] | None:
+    """The prefetcher's settings when the mount holding ``snapshot`` (``<mount>/hub/<repo>/snapshots/<sha>``)
+    prefetches on open, else None."""
+    return marker_live(snapshot.parents[2].parent) if len(snapshot.parents) > 3 else None
+
+
 def warm(
     snapshots: list[Path] | list[tuple[Path, Path | None]], workers: int = 16, progress: Progress | None = None
 ) -> tuple[int, int]:
@@ -167,8 +200,15 @@ def warm(
     progress.add_total(total, len(files))
     segment = aligned_segment(total, workers, READ_CHUNK, MIN_SEGMENT)
     budget = _Streams(max(1, workers))
+    prefetch = prefetching_mount(files[0].path.parent) if files else None
 
     def one(f: WarmFile) -> str | None:
+        if prefetch is not None:
+            try:
+                hash_in_order(f, progress)
+                return None
+            except (IntegrityError, OSError) as exc:
+                return str(exc)
         n = budget.acquire(max(1, len(plan_segments(f.size, segment))))
         try:
             warm_file(f, n, segment, progress)
