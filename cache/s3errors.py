@@ -34,6 +34,7 @@ from hf_cache.errors import (
     S3UnreachableError,
     StorageError,
 )
+from hf_cache.logs import redact
 
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload", "NoSuchVersion", "404"})
 DENIED_CODES = frozenset(
@@ -188,10 +189,18 @@ def translate(exc: BaseException, *, bucket: str, key: str | None = None, action
 
     ``action`` is the verb phrase a user recognises (``"upload to"``, ``"list"``); the message reads
     ``<action> s3://bucket/key failed: <why>; <what to do>``. An error that is already ours is returned as it is.
+    The message is redacted (botocore quotes the endpoint URL, whose userinfo may hold a password): it reaches
+    stderr, logs and status.json.
     """
     cause = _s3_cause(exc)
     if isinstance(cause, StorageError):
         return cause
+    err = _translate(cause, bucket=bucket, key=key, action=action)
+    err.args = (redact(str(err)),)
+    return err
+
+
+def _translate(cause: BaseException, *, bucket: str, key: str | None, action: str) -> StorageError:
     fields: _Where = {"bucket": bucket, "key": key}
     where = _where(bucket, key)
     what = f"{action} {where}" if action else f"S3 request on {where}"

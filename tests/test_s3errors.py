@@ -159,3 +159,9 @@ def test_s3_errors_translates_and_chains() -> None:
 def test_s3s_message_is_kept_for_an_unexplained_refusal() -> None:
     err = translate(client_error("InvalidArgument", 400, message="Part number must be <= 10000"), bucket="b", key="k")
     assert str(err) == "S3 PutObject on s3://b/k refused (InvalidArgument, HTTP 400: Part number must be <= 10000)"
+
+
+def test_a_password_in_the_endpoint_url_never_reaches_the_message() -> None:
+    exc = EndpointConnectionError(endpoint_url="http://minio:s3cretpassw0rd@127.0.0.1:9/b")
+    err = translate(exc, bucket="b")
+    assert "s3cretpassw0rd" not in str(err) and "127.0.0.1:9" in str(err)
