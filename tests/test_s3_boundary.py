@@ -194,3 +194,22 @@ def test_the_mounts_status_poll_reads_unchanged_and_absent_through_the_boundary(
         denied = make_client(proxy.endpoint, max_attempts=1)
         with pytest.raises(S3AccessDeniedError):
             sup._get_status(denied, etag)
+
+
+def test_the_lease_and_the_upload_sweep_go_through_the_boundary(
+    s3_server: S3Server, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused lease write is our one line (the refresh stops); a refused multipart listing is a warning (refresh
+    goes on: the bucket's lifecycle rule is the backstop)."""
+    from datetime import UTC, datetime
+
+    from hf_cache.refresh.lease import Lease
+    from hf_cache.refresh.uploads import abort_stale_uploads
+
+    with FaultProxy(s3_server.endpoint, [Refuse("PUT", "lease.json", 403), Refuse("GET", "?uploads", 403)]) as proxy:
+        client = make_client(proxy.endpoint, max_attempts=1)
+        with pytest.raises(S3AccessDeniedError, match=f"write the refresh lease s3://{bucket}/p/hf-cache/lease.json"):
+            Lease(client, bucket, "p").acquire()
+        caplog.set_level("WARNING")
+        assert abort_stale_uploads(client, bucket, "p", datetime.now(UTC)) == 0
+    assert "cannot list multipart uploads left by earlier runs" in caplog.text and "AccessDenied" in caplog.text
