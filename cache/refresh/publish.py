@@ -261,35 +261,46 @@ class Publisher:
         return file, decide(file, at_key, candidate)
 
     def _publish_file(self, job: _Job, file: RepoFile, result: RepoResult) -> PublishedFile:
-        t, entry = self.target, job.entry
-        key = job.key(t, file.path)
+        """One file's way: decide (pure, plan.py), then do what the plan says; each step checks what S3 then holds."""
         file, plan = self._decide(job, file)
         if plan.reason:
-            log.warning("%s: %s", entry.display, plan.reason)
-        if plan.action is Action.SKIP:
-            assert plan.size is not None and plan.sha256 and plan.blob_id
-            with self._lock:
-                result.bytes_skipped += plan.size
-            self.progress.advance(plan.size, 1)
-            return PublishedFile.of(file, plan.size, plan.sha256, plan.blob_id, plan.s3_checksum)
-        if plan.action is Action.COPY:
-            # The same bytes, vouched for by S3's checksum, are already published in another snapshot of this repo:
-            # a server-side copy, no download and no upload. A new commit that changes one json re-sends nothing else.
-            assert plan.source_key and plan.size is not None and plan.sha256 and plan.blob_id
-            meta = {"sha256": plan.sha256, "blob-id": plan.blob_id, "s3-checksum": plan.s3_checksum or ""}
-            server_copy(t, plan.source_key, key, plan.size, meta)
-            head = t.head(key)
-            if (problem := copy_problem(entry.display, file, plan, head)) is not None:
-                raise problem
-            assert head is not None
-            with self._lock:
-                result.bytes_copied += plan.size
-                result.files_copied += 1
-            self.progress.advance(plan.size, 1)
-            return PublishedFile.of(file, plan.size, plan.sha256, plan.blob_id, head.checksum)
+            log.warning("%s: %s", job.entry.display, plan.reason)
+        step = {Action.SKIP: self._leave, Action.COPY: self._copy, Action.FETCH: self._upload}[plan.action]
+        return step(job, file, plan, result)
 
+    def _leave(self, job: _Job, file: RepoFile, plan: FilePlan, result: RepoResult) -> PublishedFile:
+        """S3 already vouches that the object at the file's key holds these bytes: nothing is sent."""
+        assert plan.size is not None and plan.sha256 and plan.blob_id
+        with self._lock:
+            result.bytes_skipped += plan.size
+        self.progress.advance(plan.size, 1)
+        return PublishedFile.of(file, plan.size, plan.sha256, plan.blob_id, plan.s3_checksum)
+
+    def _copy(self, job: _Job, file: RepoFile, plan: FilePlan, result: RepoResult) -> PublishedFile:
+        """The same bytes, vouched for by S3's checksum, are already published in another snapshot of this repo: a
+        server-side copy, no download and no upload. A new commit that changes one json re-sends nothing else."""
+        t = self.target
+        assert plan.source_key and plan.size is not None and plan.sha256 and plan.blob_id
+        key = job.key(t, file.path)
+        meta = {"sha256": plan.sha256, "blob-id": plan.blob_id, "s3-checksum": plan.s3_checksum or ""}
+        server_copy(t, plan.source_key, key, plan.size, meta)
+        head = t.head(key)
+        if (problem := copy_problem(job.entry.display, file, plan, head)) is not None:
+            raise problem
+        assert head is not None
+        with self._lock:
+            result.bytes_copied += plan.size
+            result.files_copied += 1
+        self.progress.advance(plan.size, 1)
+        return PublishedFile.of(file, plan.size, plan.sha256, plan.blob_id, head.checksum)
+
+    def _upload(self, job: _Job, file: RepoFile, plan: FilePlan, result: RepoResult) -> PublishedFile:
+        """Fetch the bytes from the source (verified there), upload them asking S3 for its SHA-256, and accept them
+        only when S3's checksum is the one hashed before the upload."""
+        t = self.target
+        key = job.key(t, file.path)
         # bytes counted as they arrive: the progress moves during a long download too
-        fetched = job.source.fetch(entry, job.snapshot, file, self.scratch, on_bytes=self.progress.received)
+        fetched = job.source.fetch(job.entry, job.snapshot, file, self.scratch, on_bytes=self.progress.received)
         digest = fetched.digest
         try:
             blob_id = digest.blob_id or lfs_blob_id(digest.sha256, digest.size)
@@ -308,7 +319,7 @@ class Publisher:
         finally:
             fetched.release()
         head = t.head(key)
-        if (problem := upload_problem(entry.display, file, digest, head, fetched.in_place)) is not None:
+        if (problem := upload_problem(job.entry.display, file, digest, head, fetched.in_place)) is not None:
             raise problem
         assert head is not None
         with self._lock:
