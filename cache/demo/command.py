@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -70,13 +71,14 @@ def failure_cause(stdout: str, stderr: str) -> str:
     return "; ".join(cause) or (lines[-1] if lines else "no output")
 
 
-def _load(repo: str, mountpoint: Path, scratch: Path) -> dict:
+def _load(repo: str, mountpoint: Path, scratch: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     env.update(reader_env(str(mountpoint), str(scratch)))
     result = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, repo], env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise HfCacheError(f"loading {repo} through the mount failed: {result.stderr.strip()[-500:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    loaded: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return loaded
 
 
 @click.command()
@@ -93,7 +95,7 @@ def demo(model: str | None, keep: bool) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="hf-cache-demo-"))
     env = {**os.environ, **CREDS}
-    mount_proc: subprocess.Popen | None = None
+    mount_proc: subprocess.Popen[bytes] | None = None
     interrupted = False
 
     def on_term(*_: object) -> None:

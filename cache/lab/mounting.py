@@ -24,7 +24,7 @@ class RunningMount:
     cache_dir: Path
     health_url: str
     rc_port: int
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     log_path: Path
     args: list[str] = field(default_factory=list)
 

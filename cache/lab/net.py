@@ -15,11 +15,12 @@ from hf_cache.errors import HfCacheError
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_http(
-    url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None, what: str = "", ok_only: bool = False
+    url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None, what: str = "", ok_only: bool = False
 ) -> None:
     """Wait until ``url`` answers over HTTP (any status, or only 200 with ``ok_only``), or fail naming it."""
     what = what or url
@@ -40,7 +41,7 @@ def wait_http(
     raise HfCacheError(f"{what} was not ready within {timeout:.0f}s")
 
 
-def stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
+def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
     """SIGTERM, then SIGKILL after ``timeout``."""
     if proc is None or proc.poll() is not None:
         return

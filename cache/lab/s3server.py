@@ -33,7 +33,7 @@ CREDENTIALS = {
 @dataclass
 class S3Server:
     endpoint: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
 
     def env(self) -> dict[str, str]:
         """The environment a child process (hf-cache, rclone) needs to talk to this server."""
@@ -61,7 +61,7 @@ class S3Server:
         stop(self.proc)
 
 
-def start_moto(env: dict[str, str]) -> tuple[str, subprocess.Popen]:
+def start_moto(env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
     """moto's S3 server on 127.0.0.1, in its own process (FUSE reads must never wait on our GIL)."""
     try:
         import moto.server  # noqa: F401

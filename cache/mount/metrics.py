@@ -19,7 +19,8 @@ def rc_call(port: int, method: str, timeout: float = 3.0) -> dict[str, Any]:
         f"http://127.0.0.1:{port}/{method}", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read())
+        answer: dict[str, Any] = json.loads(resp.read())
+    return answer
 
 
 class MountMetrics:

@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -52,7 +53,7 @@ def marker_path(mountpoint: Path) -> Path:
     return mountpoint.parent / f".{mountpoint.name}.hf-cache-prefetch.json"
 
 
-def marker_live(mountpoint: Path, now: float | None = None) -> dict | None:
+def marker_live(mountpoint: Path, now: float | None = None) -> dict[str, Any] | None:
     """The prefetcher's settings if a live supervisor prefetches on this mount (marker touched recently)."""
     path = marker_path(mountpoint)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 from hf_cache import faults, layout
 from hf_cache.errors import MountError, StorageError
@@ -44,6 +45,10 @@ from hf_cache.mount.refresher import failed, repo_folders, top_level, vfs_refres
 from hf_cache.node.agent import start_for_mount as start_node_tier
 from hf_cache.s3 import check_bucket, check_endpoint, make_client
 from hf_cache.s3errors import is_not_found, is_not_modified, s3_errors
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectRequestTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +147,15 @@ class Supervisor:
         self._relist_failing = bool(bad)
         return not bad
 
-    def _get_status(self, client: Any, etag: str | None) -> tuple[str | None, bytes | None]:
+    def _get_status(self, client: S3Client, etag: str | None) -> tuple[str | None, bytes | None]:
         """(etag, body) of status.json from S3; body None when unchanged since ``etag`` or not published."""
         key = layout.status_key(self.cfg.prefix.strip("/"))
         try:
             with s3_errors(self.cfg.bucket, key, "read"):
-                resp = client.get_object(Bucket=self.cfg.bucket, Key=key, **({"IfNoneMatch": etag} if etag else {}))
+                request: GetObjectRequestTypeDef = {"Bucket": self.cfg.bucket, "Key": key}
+                if etag:
+                    request["IfNoneMatch"] = etag
+                resp = client.get_object(**request)
                 return resp.get("ETag"), resp["Body"].read()
         except StorageError as exc:
             if is_not_modified(exc):
@@ -183,7 +191,7 @@ class Supervisor:
         while not self.stop_event.wait(self.cfg.freshness if self._ready else 1.0):
             if not self._ready:
                 continue
-            got = self._s3.run(lambda tag=etag: self._get_status(client, tag), READ_PROBE_TIMEOUT)
+            got = self._s3.run(functools.partial(self._get_status, client, etag), READ_PROBE_TIMEOUT)
             if not got.ok:
                 self.metrics.s3_errors.inc()
                 if not s3_failing:
@@ -270,12 +278,14 @@ class Supervisor:
         self._forwarder.start()
 
     def _wait_ready(self) -> bool:
+        def listed() -> bool:
+            return self._liveness.run(lambda: os.listdir(self.cfg.mountpoint), PROBE_TIMEOUT).ok
+
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and not self.stop_event.is_set():
             self.heartbeat = time.monotonic()
             if self.proc is None or self.proc.poll() is not None:
                 return False
-            listed = lambda: self._liveness.run(lambda: os.listdir(self.cfg.mountpoint), PROBE_TIMEOUT).ok  # noqa: E731
             if fusemount.is_fuse(self.cfg.mountpoint) and listed():
                 return True
             self.stop_event.wait(0.1)

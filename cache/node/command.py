@@ -6,6 +6,7 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,7 +17,7 @@ from hf_cache.progress import human_bytes
 from hf_cache.reponame import format_repo
 
 
-def summary(root: Path) -> list[dict]:
+def summary(root: Path) -> list[dict[str, Any]]:
     """One row per snapshot in the tier: repo, sha, the refs naming it, hot/cold files and bytes."""
     tier = open_tier(root)
     if tier is None:
@@ -24,7 +25,7 @@ def summary(root: Path) -> list[dict]:
             f"{root} is not a node tier (no .hf-cache-node/tier.json): pass the node's --tier-dir, or HF_HOME in a "
             "job pod, and check that hf-cache mount runs with --tier-dir / HFCACHE_TIER_DIR"
         )
-    rows: dict[tuple[str, str], dict] = defaultdict(
+    rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(
         lambda: {"hot_files": 0, "hot_bytes": 0, "cold_files": 0, "cold_bytes": 0}
     )
     for e in load_entries(tier):

@@ -24,7 +24,7 @@ class CacheState:
     complete: bool
 
 
-def covered(ranges: list[dict], size: int) -> int:
+def covered(ranges: list[dict[str, int]], size: int) -> int:
     """Bytes of ``[0, size)`` covered by rclone's ranges (``{"Pos": p, "Size": n}``), overlaps counted once."""
     spans = sorted((int(r.get("Pos", 0)), int(r.get("Pos", 0)) + int(r.get("Size", 0))) for r in ranges)
     total, end = 0, 0

@@ -148,8 +148,8 @@ def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float]
 
 def check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str) -> Check:
     got = _on_mount(lambda: _check_repo(hub_dir, repo_id, revision, repo_type), PROBE_TIMEOUT * 3)
-    if got.ok:
-        return got.value  # an Outcome's value is Any: _check_repo returned a Check
+    if got.ok and isinstance(got.value, Check):  # an Outcome's value is Any; _check_repo returns a Check
+        return got.value
     spec = format_repo(repo_id, repo_type, revision)
     if got.timed_out:
         return Check(f"repo {spec}", False, _no_answer(hub_dir, got))

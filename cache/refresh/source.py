@@ -450,7 +450,7 @@ def counting_tqdm(on_bytes: Callable[[int], None]) -> type:
     """A tqdm class that draws nothing and passes every ``update(n)`` to ``on_bytes``."""
     from tqdm import tqdm
 
-    class _Counting(tqdm):
+    class _Counting(tqdm):  # type: ignore[type-arg]  # generic in its stubs only: tqdm[Any] fails at runtime
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
