@@ -9,7 +9,7 @@ hf-cache's own files (manifests, status, lease) live under ``hf-cache/``, outsid
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, TypeGuard
 
 RepoType = Literal["model", "dataset"]
 REPO_TYPES: tuple[RepoType, ...] = ("model", "dataset")
@@ -26,6 +26,11 @@ STATUS_FILE = "status.json"
 LEASE_FILE = "lease.json"
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _FOLDER_TYPES: dict[str, RepoType] = {f"{t}s": t for t in REPO_TYPES}
+
+
+def is_repo_type(value: str) -> TypeGuard[RepoType]:
+    """Whether a parsed word names a repo type; a ``RepoType`` from then on, so no caller needs a cast."""
+    return value in REPO_TYPES
 
 
 def join(*parts: str) -> str:

@@ -106,6 +106,8 @@ def set_bar_writer(writer: Callable[[str], None] | None) -> None:
 
 
 class _Handler(logging.StreamHandler[TextIO]):
+    _hf_cache = True  # how setup() finds the handler it installed, also one made by an earlier import of this module
+
     def emit(self, record: logging.LogRecord) -> None:
         writer = _bar_writer
         if writer is None:
@@ -161,7 +163,6 @@ def setup_logging(verbose: bool = False, *, quiet: bool = False, fmt: str | None
     handler = next((h for h in root.handlers if getattr(h, "_hf_cache", False)), None)
     if handler is None:
         handler = _Handler(sys.stderr)
-        handler._hf_cache = True  # type: ignore[attr-defined]
         handler.addFilter(RedactingFilter())
         handler.setFormatter(logging.Formatter(_TEXT))
         root.addHandler(handler)

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 
 from hf_cache import reponame
 from hf_cache.errors import ModelsFileError
-from hf_cache.layout import REPO_TYPES, SHA_RE, RepoType, ref_path
+from hf_cache.layout import REPO_TYPES, SHA_RE, RepoType, is_repo_type, ref_path
 
 KNOWN_KEYS = ("type", "include", "exclude", "source")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{6,39}$")
@@ -173,9 +173,12 @@ def _parse_line(text: str, lineno: int, where: str, writer: bool = True) -> tupl
             continue
         values[key] = value
 
-    repo_type = values.get("type", "model")
-    if repo_type not in REPO_TYPES:
-        bad(f"type={repo_type!r} is not one of {', '.join(REPO_TYPES)}; write type=model or type=dataset")
+    named_type = values.get("type", "model")
+    repo_type: RepoType = "model"
+    if is_repo_type(named_type):
+        repo_type = named_type
+    else:
+        bad(f"type={named_type!r} is not one of {', '.join(REPO_TYPES)}; write type=model or type=dataset")
     globs: dict[str, tuple[str, ...]] = {}
     for key in ("include", "exclude"):
         patterns = tuple(values[key].split(",")) if key in values else ()
@@ -198,7 +201,7 @@ def _parse_line(text: str, lineno: int, where: str, writer: bool = True) -> tupl
     entry = ModelEntry(
         repo_id=repo_id,
         revision=rev,
-        repo_type=repo_type,  # type: ignore[arg-type]
+        repo_type=repo_type,
         include=globs["include"],
         exclude=globs["exclude"],
         source=source,

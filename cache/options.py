@@ -70,6 +70,7 @@ def max_share(what: str, old_name: str | None = None) -> Callable[[F], F]:
                 kwargs["max_share"] = max_share_alias
             return f(*args, **kwargs)
 
+        # click keeps a command's options on the function; functools.wraps does not copy that attribute
         wrapper.__click_params__ = list(getattr(f, "__click_params__", []))  # type: ignore[attr-defined]
         share = click.IntRange(0, 100)
         main = click.option(
@@ -81,6 +82,6 @@ def max_share(what: str, old_name: str | None = None) -> Callable[[F], F]:
         )
         if old_name:
             wrapper = click.option(old_name, "max_share_alias", type=share, default=None, hidden=True)(wrapper)
-        return main(wrapper)  # type: ignore[return-value]
+        return main(wrapper)  # type: ignore[return-value]  # wrapper takes what f takes
 
     return decorate

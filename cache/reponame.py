@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from hf_cache.errors import ConfigError
-from hf_cache.layout import REPO_TYPES, SHA_RE, RepoType
+from hf_cache.layout import REPO_TYPES, SHA_RE, RepoType, is_repo_type
 
 GRAMMAR = "[dataset:]ORG/NAME[@REV]"
 
@@ -73,10 +73,10 @@ def parse_repo(text: str) -> RepoName:
     from hf_cache.modelsfile import revision_problem  # the models.txt revision rules, one copy
 
     spec = text.strip()
-    repo_type: str = "model"
+    repo_type: RepoType = "model"
     kind, colon, rest = spec.partition(":")
     if colon:
-        if kind not in REPO_TYPES:
+        if not is_repo_type(kind):
             raise ConfigError(f"{text!r}: unknown repo type {kind!r}; write {GRAMMAR} (types: {', '.join(REPO_TYPES)})")
         repo_type, spec = kind, rest
     repo_id, at, revision = spec.partition("@")
@@ -84,7 +84,7 @@ def parse_repo(text: str) -> RepoName:
         raise ConfigError(f"{text!r}: {problem} ({GRAMMAR})")
     if at and (problem := revision_problem(revision)) is not None:
         raise ConfigError(f"{text!r}: {problem}")
-    return RepoName(repo_id, repo_type, revision if at else None)  # type: ignore[arg-type]
+    return RepoName(repo_id, repo_type, revision if at else None)
 
 
 def parse_repos(texts: tuple[str, ...] | list[str]) -> list[RepoName]:

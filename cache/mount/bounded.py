@@ -67,7 +67,7 @@ class BoundedWorker:
                 self._current, self._current_box = done, box
                 self._jobs.put((fn, box, done))
             else:
-                done, box = self._current, self._current_box  # type: ignore[assignment]
+                done, box = self._current, self._current_box  # type: ignore[assignment]  # busy: _current is set
         # While an earlier call hangs, wait for it (bounded) rather than queue behind it: its answer is news.
         if not done.wait(timeout):
             return Outcome(False, self.stuck_for(), timed_out=True)

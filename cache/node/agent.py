@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hf_cache import layout
 from hf_cache.errors import IntegrityError
+from hf_cache.mount.config import MountConfig
 from hf_cache.mount.refresher import vfs_refresh
 from hf_cache.node import evict as ev
 from hf_cache.node import vfscache
@@ -202,21 +203,20 @@ class NodeAgent:
         return t
 
 
-def start_for_mount(cfg: object, registry: CollectorRegistry, stop: threading.Event) -> threading.Thread | None:
-    """The hook ``hf-cache mount`` calls: start the agent when ``--tier-dir`` is set (cfg is a MountConfig)."""
-    tier_dir = getattr(cfg, "tier_dir", None)
-    if tier_dir is None:
+def start_for_mount(cfg: MountConfig, registry: CollectorRegistry, stop: threading.Event) -> threading.Thread | None:
+    """The hook ``hf-cache mount`` calls: start the agent when ``--tier-dir`` is set."""
+    if cfg.tier_dir is None:
         return None
-    tier = Tier.make(tier_dir, cfg.mountpoint)  # type: ignore[attr-defined]
+    tier = Tier.make(cfg.tier_dir, cfg.mountpoint)
     agent = NodeAgent(
         tier,
-        cfg.cache_dir,  # type: ignore[attr-defined]
-        cfg.remote_path,  # type: ignore[attr-defined]
-        cfg.tier_cap_bytes,  # type: ignore[attr-defined]
+        cfg.cache_dir,
+        cfg.remote_path,
+        cfg.tier_cap_bytes,
         registry,
-        freshness=min(cfg.freshness, SYNC_EVERY),  # type: ignore[attr-defined]
-        rclone_cap=cfg.cache_max_bytes,  # type: ignore[attr-defined]
-        rc_port=cfg.rc_port,  # type: ignore[attr-defined]
+        freshness=min(cfg.freshness, SYNC_EVERY),
+        rclone_cap=cfg.cache_max_bytes,
+        rc_port=cfg.rc_port,
     )
     log.info("node tier at %s (HF_HOME for job pods), cap %d bytes for hot tier + rclone cache", tier.root, agent.cap)
     return agent.start(stop)

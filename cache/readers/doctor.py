@@ -123,7 +123,7 @@ def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float]
         return Check("freshness", False, _no_answer(mountpoint, got))
     try:
         if not got.ok:
-            raise got.error  # type: ignore[misc]
+            raise got.error  # type: ignore[misc]  # not ok and not timed out (handled above): error is set
         text, mtime = got.value
         data = json.loads(text)
     except (OSError, ValueError):
@@ -146,7 +146,7 @@ def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float]
     return Check("freshness", True, f"last refresh {data.get('ended', '?')} ({age_h:.1f} h ago), all ok")
 
 
-def check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str) -> Check:
+def check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: layout.RepoType) -> Check:
     got = _on_mount(lambda: _check_repo(hub_dir, repo_id, revision, repo_type), PROBE_TIMEOUT * 3)
     if got.ok and isinstance(got.value, Check):  # an Outcome's value is Any; _check_repo returns a Check
         return got.value
@@ -156,7 +156,7 @@ def check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str
     return Check(f"repo {spec}", False, f"cannot read it from the mount: {got.error}")
 
 
-def _check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str) -> Check:
+def _check_repo(hub_dir: Path, repo_id: str, revision: str | None, repo_type: layout.RepoType) -> Check:
     resolved = resolve_snapshot(hub_dir, repo_id, revision, repo_type)
     if resolved.snapshot is None:
         return Check(f"repo {resolved.spec}", False, f"{resolved.problem}; add it to models.txt and re-run refresh")

@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from hf_cache.errors import HfCacheError, IntegrityError
-from hf_cache.layout import META_DIR, REFS_DIR, SHA_RE, manifest_path, ref_path, repo_folder_name, snapshot_path
+from hf_cache.layout import (
+    META_DIR,
+    REFS_DIR,
+    SHA_RE,
+    RepoType,
+    manifest_path,
+    ref_path,
+    repo_folder_name,
+    snapshot_path,
+)
 from hf_cache.mount.prefetch import marker_live
 from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.progress import Progress
@@ -50,11 +59,11 @@ class Resolved:
     manifest: Path | None = None
 
 
-def resolve_snapshot(hub_dir: Path, repo_id: str, revision: str | None, repo_type: str = "model") -> Resolved:
+def resolve_snapshot(hub_dir: Path, repo_id: str, revision: str | None, repo_type: RepoType = "model") -> Resolved:
     """Find ``<hub>/<repo folder>/snapshots/<sha>`` for a revision the way huggingface_hub does offline."""
     rev = revision or "main"
     spec = format_repo(repo_id, repo_type, rev)  # the grammar every command prints and takes
-    repo_dir = hub_dir / repo_folder_name(repo_id, repo_type)  # type: ignore[arg-type]
+    repo_dir = hub_dir / repo_folder_name(repo_id, repo_type)
     if not repo_dir.is_dir():
         shown = format_repo(repo_id, repo_type)
         return Resolved(spec, None, f"{shown} is not published (no {repo_dir.name} under {hub_dir})")
