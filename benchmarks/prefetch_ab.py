@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-MOUNT_ROW = re.compile(r"^(big file|model dir)\s+\S+\s+([\d.]+)s\s+([\d.]+)s\s+([\d.]+)s\s+([\d.]+)s", re.M)
+MOUNT_ROW = re.compile(r"^(big file|model dir)\s+\d+ MB\s+([\d.]+)s\s+([\d.]+)s\s+([\d.]+)s\s+([\d.]+)s", re.M)
 LOAD_COLD = re.compile(r"from_pretrained cold through the mount : ([\d.]+)s")
 LOAD_WARM = re.compile(r"from_pretrained warm through the mount : ([\d.]+)s")
 CONCURRENT = re.compile(r"4 concurrent cold readers of big.bin: ([\d.]+)s, S3 bytes / file size = ([\d.]+)")
