@@ -350,8 +350,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     ap.add_argument("--patterns", default=",".join(PATTERNS))
     ap.add_argument("--mount-arg", action="append", default=[], help="extra hf-cache mount argument (repeatable)")
+    ap.add_argument(
+        "--no-prefetch", action="store_true", help="mount with --prefetch-streams 0 (prefetch on open is on by default)"
+    )
     add_link_args(ap)
     args = ap.parse_args()
+    if args.no_prefetch:
+        args.mount_arg.append("--prefetch-streams=0")
     patterns = [p for p in args.patterns.split(",") if p]
     unknown = set(patterns) - set(PATTERNS)
     if unknown:
