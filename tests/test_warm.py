@@ -119,7 +119,7 @@ def test_warm_fetches_a_big_file_over_the_link_in_parallel_verified_once(
     assert {48 * MiB, 96 * MiB, 144 * MiB} <= starts, sorted(starts)
     # fetched once, plus what rclone had read ahead when a segment's stream stopped (measured 1.05-1.2x: ~6-14 MB
     # per segment end), not once per reader or per stream
-    assert BIG <= stats["bytes_down"] <= (1.15 if prefetch == "on" else 1.3) * BIG, stats
+    assert BIG <= stats["bytes_down"] <= (1.25 if prefetch == "on" else 1.3) * BIG, stats
     # and the node cache now holds every byte: a job's read fetches nothing over the link
     fetched = link.stats.snapshot()["bytes_down"]
     snap = next((m.mountpoint / "hub/models--org--big/snapshots").iterdir())
