@@ -8,9 +8,12 @@ fanotify.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
+import struct
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from hf_cache.mount.prefetch import Policy, marker_live, marker_path, skip_reaso
 from hf_cache.readers.warm import prefetching_mount
 from hf_cache.transfer import MiB
 from tests.conftest import require_tool
-from tests.test_warm import BIG, publish, settle
+from tests.test_warm import BIG, publish, settle, sparse_file
 
 ONE = 1.25  # S3 bytes / size allowed: the file once + read-ahead abandoned at segment ends (measured 1.08-1.17x)
 
@@ -122,6 +125,64 @@ def test_a_cold_sequential_reader_gets_parallel_segments_and_exact_bytes(
     assert BIG <= stats["bytes_down"] <= ONE * BIG, (stats, sorted(starts))
     assert wait_metric(m, "hfcache_prefetch_files_total", 1) == 1, m.log()
     assert m.metrics()["hfcache_prefetch_bytes_total"] >= BIG * 0.99
+    # read events (each a kernel open of the file, a FUSE round trip): only the armed file's, merged in the queue,
+    # until it is decided; reads of small.bin raised none
+    events = m.metrics()["hfcache_prefetch_read_events_total"]
+    print("read events", events)
+    assert 1 <= events <= 3, events
+
+
+def safetensors_file(path: Path, size: int) -> None:
+    """A valid safetensors file of ``size`` bytes, one u8 tensor "w" (sparse: random 1 MiB every 32 MiB)."""
+    sparse_file(path, size)
+    header = json.dumps({"w": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}})
+    n = size - 8 - ((len(header) + 64 + 7) // 8 * 8)
+    header = json.dumps({"w": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}})
+    header += " " * (size - 8 - n - len(header))
+    with path.open("r+b") as f:
+        f.write(struct.pack("<Q", len(header)) + header.encode())
+
+
+MMAP_READERS = """
+import hashlib, mmap, sys
+from safetensors import safe_open
+with safe_open(sys.argv[1], framework="np") as f:
+    print(hashlib.sha256(f.get_tensor("w").tobytes()).hexdigest())
+with open(sys.argv[2], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+    print(hashlib.sha256(m).hexdigest())
+"""
+
+
+def test_mmap_loads_of_cold_files_are_not_prefetched(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, link_mount: Callable[..., RunningMount]
+) -> None:
+    """safetensors safe_open (and any mmap reader) faults pages in: no read(), so no prefetch - its 16 streams
+    made safe_open slower than download + load over the link."""
+    safetensors_file(tmp_path / "src/model.safetensors", BIG)
+    sparse_file(tmp_path / "src/other.bin", BIG)
+    publish(tmp_path, bucket, s3_env, {})
+    m = link_mount()
+    snap = snapshot_dir(m)
+    link.reset_stats()
+    out = subprocess.run(
+        [sys.executable, "-c", MMAP_READERS, str(snap / "model.safetensors"), str(snap / "other.bin")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    data = (tmp_path / "src/model.safetensors").read_bytes()
+    want = hashlib.sha256(data[8 + struct.unpack("<Q", data[:8])[0] :]).hexdigest()
+    assert out.stdout.split() == [want, sha256_of(tmp_path / "src/other.bin")]
+    settle(link)
+    metrics = m.metrics()
+    starts = set(link.stats.range_starts)
+    print("mmap readers: starts", sorted(s // MiB for s in starts))
+    assert metrics["hfcache_prefetch_files_total"] == 0, m.log()
+    assert metrics["hfcache_prefetch_in_flight"] == 0
+    assert metrics["hfcache_prefetch_bytes_total"] == 0
+    assert not {96 * MiB, 144 * MiB} & starts, sorted(starts)  # no segment stream started
+    assert metrics["hfcache_prefetch_read_events_total"] == 0  # page faults raise no read event
 
 
 def test_four_readers_of_one_cold_file_share_one_prefetch(

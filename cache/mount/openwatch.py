@@ -1,4 +1,5 @@
-"""Notice every open of a file on the FUSE mount, whoever opens it and through whichever path.
+"""Notice every open of a file on the FUSE mount, whoever opens it and through whichever path, and the first read()
+of a chosen file.
 
 fanotify with a filesystem mark (``FAN_MARK_FILESYSTEM``, ``FAN_OPEN``) sees opens of any file of the mount's
 superblock: through the mountpoint, through bind mounts of it in job pods (other mount namespaces), through the node
@@ -7,6 +8,11 @@ folder) and polling rclone's rc (only after a downloader has started) do not. Ea
 a read-only descriptor of the opened file, so the file can be read without knowing the path the opener used.
 Needs CAP_SYS_ADMIN (the DaemonSet is privileged). A mark lives as long as the mount's superblock: after rclone is
 restarted the new mount is marked again. The descriptor fanotify opens for an event raises no event itself.
+
+``arm(fd)`` adds an inode mark for ``FAN_ACCESS`` on one opened file: read() of it raises an event, page faults of an
+mmap of it do not (measured on a FUSE mount: mmap-faulting 32 MiB raised none, two read()s raised one, merged). So a
+file can be told apart by how it is read, and only armed files raise access events: every event costs the kernel an
+open of the file, a FUSE round trip to rclone.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from hf_cache.errors import MountError
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
 FAN_CLASS_NOTIF = 0x0
+FAN_ACCESS = 0x1
 FAN_MARK_ADD = 0x1
+FAN_MARK_REMOVE = 0x2
 FAN_MARK_FILESYSTEM = 0x100
 FAN_OPEN = 0x20
 FAN_Q_OVERFLOW = 0x4000
@@ -45,6 +53,7 @@ _libc.fanotify_mark.restype = ctypes.c_int
 class Opened:
     fd: int  # read-only descriptor of the opened file, owned by the receiver (close it)
     pid: int  # the opener (thread group id)
+    access: bool = False  # a read() of an armed file, not an open
 
 
 class OpenWatch:
@@ -65,9 +74,19 @@ class OpenWatch:
             err = ctypes.get_errno()
             raise MountError(f"cannot watch opens on {path}: {os.strerror(err)}")
 
+    def arm(self, fd: int) -> None:
+        """Report read()s of the file open as ``fd`` (this inode only) until ``disarm``."""
+        if _libc.fanotify_mark(self.fd, FAN_MARK_ADD, FAN_ACCESS, fd, None) < 0:
+            err = ctypes.get_errno()
+            raise MountError(f"cannot watch reads of a file: {os.strerror(err)}")
+
+    def disarm(self, fd: int) -> None:
+        """Stop reporting read()s of the file open as ``fd``; a file not armed is fine (ENOENT)."""
+        _libc.fanotify_mark(self.fd, FAN_MARK_REMOVE, FAN_ACCESS, fd, None)
+
     def events(self, timeout: float) -> list[Opened]:
-        """The opens queued now, waiting up to ``timeout`` seconds for the first. A queue overflow is skipped:
-        the opens it lost are served by rclone's own reads."""
+        """The opens (and reads of armed files) queued now, waiting up to ``timeout`` seconds for the first. A queue
+        overflow is skipped: the opens it lost are served by rclone's own reads."""
         ready, _, _ = select.select([self.fd], [], [], timeout)
         if not ready:
             return []
@@ -84,7 +103,7 @@ class OpenWatch:
             pos += max(event_len, _META.size)
             if fd == FAN_NOFD or mask & FAN_Q_OVERFLOW:
                 continue
-            out.append(Opened(fd, pid))
+            out.append(Opened(fd, pid, access=not mask & FAN_OPEN))
         return out
 
     def close(self) -> None:
