@@ -23,7 +23,7 @@ import pytest
 from hf_cache.lab.mounting import RunningMount, start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
 from hf_cache.lab.s3server import S3Server
-from hf_cache.mount.prefetch import Policy, marker_live, marker_path, skip_reason
+from hf_cache.mount.prefetch import Policy, fast_enough, marker_live, marker_path, skip_reason
 from hf_cache.readers.warm import prefetching_mount
 from hf_cache.transfer import MiB
 from tests.conftest import require_tool
@@ -130,6 +130,7 @@ def test_a_cold_sequential_reader_gets_parallel_segments_and_exact_bytes(
     events = m.metrics()["hfcache_prefetch_read_events_total"]
     print("read events", events)
     assert 1 <= events <= 3, events
+    assert m.metrics()["hfcache_prefetch_fast_total"] == 0  # one 90 MB/s connection is below --prefetch-fast-rate
 
 
 def safetensors_file(path: Path, size: int) -> None:
@@ -274,6 +275,26 @@ def test_link_faults_during_a_prefetch_never_reach_the_reader(
             assert stats["errors"] + stats["resets"] + stats["stalls"] > 0, stats  # the link did inject faults
 
 
+def test_a_reader_whose_own_connection_is_fast_enough_is_left_alone(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, link_mount: Callable[..., RunningMount]
+) -> None:
+    """The same 90 MB/s link and reader as above, with the threshold below what one connection gives: no prefetch
+    (on loopback its extra streams only cost CPU)."""
+    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
+    m = link_mount("--prefetch-fast-rate", "20MB")
+    snap = snapshot_dir(m)
+    link.reset_stats()
+    assert sha256_of(snap / "model.safetensors") == sha256_of(tmp_path / "src/model.safetensors")
+    assert wait_metric(m, "hfcache_prefetch_fast_total", 1) == 1, m.log()
+    settle(link)
+    metrics = m.metrics()
+    assert metrics["hfcache_prefetch_files_total"] == 0, m.log()
+    assert metrics["hfcache_prefetch_bytes_total"] == 0
+    starts = set(link.stats.range_starts)
+    assert not {96 * MiB, 144 * MiB} & starts, sorted(starts)
+    assert link.stats.snapshot()["bytes_down"] <= 1.05 * BIG
+
+
 # -- pure parts ---------------------------------------------------------------------------------------------------
 
 
@@ -291,6 +312,15 @@ def test_skip_reason_policy() -> None:
     assert skip_reason(p, big, 0, 0, False, recently_done=True) == "done"
     assert skip_reason(p, big, 0, 4000 * MiB, False, False) == "cache cap"  # half the cap in flight at most
     assert skip_reason(Policy(16, 64 * MiB, 0), big, 0, 10**15, False, False) is None  # no cap known
+
+
+def test_fast_enough() -> None:
+    p = Policy(16, 64 * MiB, 0, fast_rate=300_000_000)
+    assert fast_enough(p, 150_000_000, 0.4)  # 375 MB/s
+    assert not fast_enough(p, 36_000_000, 0.4)  # one S3 connection: 90 MB/s
+    assert not fast_enough(p, 0, 0.4)  # not started yet (first byte ~30 ms away)
+    assert not fast_enough(Policy(16, 64 * MiB, 0), 10**12, 0.4)  # 0 = always prefetch
+    assert not fast_enough(p, 10**9, 0.0)
 
 
 def test_marker_is_live_only_while_touched(tmp_path: Path) -> None:

@@ -109,6 +109,14 @@ from hf_cache.units import parse_duration
     help="Smallest file prefetched on open. [env: HFCACHE_PREFETCH_MIN_SIZE]",
 )
 @click.option(
+    "--prefetch-fast-rate",
+    envvar=settings.PREFETCH_FAST_RATE_ENV,
+    default=settings.PREFETCH_FAST_RATE,
+    show_default=True,
+    help="No prefetch for a reader whose own connection already fills the node cache this fast per second (0 = "
+    "always prefetch). [env: HFCACHE_PREFETCH_FAST_RATE]",
+)
+@click.option(
     "--rclone-arg",
     "rclone_extra",
     multiple=True,
@@ -134,6 +142,7 @@ def mount(
     tier_dir: str | None,
     prefetch_streams: int,
     prefetch_min_size: str,
+    prefetch_fast_rate: str,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
     from hf_cache.mount.supervisor import Supervisor
@@ -163,5 +172,6 @@ def mount(
         tier_cap_bytes=node_cap,
         prefetch_streams=prefetch_streams,
         prefetch_min_size=units.parse_size(prefetch_min_size, "--prefetch-min-size"),
+        prefetch_fast_rate=units.parse_size(prefetch_fast_rate, "--prefetch-fast-rate"),
     )
     Supervisor(cfg).run()

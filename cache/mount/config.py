@@ -44,6 +44,7 @@ class MountConfig:
     tier_cap_bytes: int = 0  # node cap for hot tier + rclone cache (rclone itself gets cache_max_bytes)
     prefetch_streams: int = settings.PREFETCH_STREAMS  # prefetch-on-open streams per node (mount/prefetch.py); 0 off
     prefetch_min_size: int = parse_size(settings.PREFETCH_MIN_SIZE, settings.PREFETCH_MIN_SIZE_ENV)
+    prefetch_fast_rate: int = parse_size(settings.PREFETCH_FAST_RATE, settings.PREFETCH_FAST_RATE_ENV)  # bytes/s
 
     @property
     def remote_path(self) -> str:

@@ -10,7 +10,9 @@ as contiguous segments, each by its own thread through the mount
 segment and its cache fills at N connections while the reader is served from it. mmap readers (safetensors
 ``safe_open``, transformers, vLLM) raise no read event and get no prefetch: measured over the S3-like link, a
 prefetch made ``safe_open`` slower (0.81x of download + load, 1.19x without), its 16 streams competing with the
-reader's scattered page faults. A file armed and not read within ``ARM_FOR`` is let go. rclone's
+reader's scattered page faults. A file armed and not read within ``ARM_FOR`` is let go. After the first read() the
+prefetcher watches rclone's cache file grow for ``FAST_WINDOW``: a reader whose own connection already fills it at
+``--prefetch-fast-rate`` or more (loopback, a fast network) is left alone - extra streams there only cost CPU. rclone's
 own downloader for the reader stops when it runs into data a segment already fetched, and a segment's downloader
 stops where the reader's already fetched, so bytes cross the link about once.
 
@@ -50,6 +52,7 @@ TOUCH = 1 * MiB  # within rclone's --buffer-size (4M): its downloader is reused,
 MIN_SEGMENT = 48 * MiB  # warm's floor (readers/warm.py): smaller segments abandon more read-ahead per end
 DONE_MEMORY = 120.0  # seconds a finished file is not prefetched again (rclone writes its cache record late)
 MARKER_EVERY = 10.0  # seconds between touches of the marker hf-cache warm looks for
+FAST_WINDOW = 0.4  # seconds the reader's own fill rate is watched before deciding (adds this to a prefetch's start)
 ARM_FOR = 30.0  # seconds an opened candidate waits for its first read() (we hold an open of it meanwhile)
 
 
@@ -75,6 +78,7 @@ class Policy:
     streams: int  # node-wide budget of segment streams; 0 = off
     min_size: int
     cache_max_bytes: int
+    fast_rate: int = 0  # bytes/s: a reader filling the cache this fast alone is left alone; 0 = never
 
 
 def skip_reason(
@@ -99,6 +103,11 @@ def skip_reason(
     return None
 
 
+def fast_enough(policy: Policy, grown: int, seconds: float) -> bool:
+    """Whether the reader's own downloader, having filled ``grown`` bytes in ``seconds``, needs no help. Pure."""
+    return policy.fast_rate > 0 and seconds > 0 and grown / seconds >= policy.fast_rate
+
+
 def segment_size(size: int, streams: int) -> int:
     return aligned_segment(size, max(1, streams), READ_CHUNK, MIN_SEGMENT)
 
@@ -119,6 +128,9 @@ class PrefetchMetrics:
         )
         self.read_events = Counter(
             "hfcache_prefetch_read_events", "read() events of armed files (each one a kernel open of it)", registry=r
+        )
+        self.fast = Counter(
+            "hfcache_prefetch_fast", "Read files left alone: the reader's own connection filled fast enough", registry=r
         )
         self.unread = Counter(
             "hfcache_prefetch_unread", "Candidates not read() within the arm window (mmap loads)", registry=r
@@ -170,6 +182,7 @@ class Prefetcher:
         self._jobs: dict[tuple[int, int], _Job] = {}
         self._done: dict[tuple[int, int], float] = {}
         self._armed: dict[tuple[int, int], _Armed] = {}  # dispatcher thread only
+        self._probing: set[tuple[int, int]] = set()  # first read seen, the reader's fill rate being watched
         self._lock = threading.Lock()
         self._marker_at = 0.0
 
@@ -277,7 +290,7 @@ class Prefetcher:
                 st.st_size,
                 cached,
                 sum(j.size for j in self._jobs.values()),
-                key in self._jobs,
+                key in self._jobs or key in self._probing,
                 key in self._done,
             )
         return reason, rel
@@ -318,17 +331,47 @@ class Prefetcher:
         if armed is None:
             return  # queued before the disarm: the file is already decided
         reason, rel = self._reason(armed.fd, st)
+        if reason is not None:
+            os.close(armed.fd)
+            self.metrics.skipped.inc()
+            log.debug("prefetch: not %s (%s)", rel or key, reason)
+            return
         with self._lock:
-            if reason is not None:
+            self._probing.add(key)
+        threading.Thread(target=self._probe, args=(armed, st, rel, ev.pid), name="prefetch-probe", daemon=True).start()
+
+    def _filled(self, rel: str | None) -> int:
+        """Bytes rclone's cache file of ``rel`` holds now (allocated blocks: rclone writes it sparse)."""
+        if rel is None:
+            return 0
+        for remote_dir in vfscache.remote_dirs(self.cache_dir):
+            data, _ = vfscache.cache_paths(self.cache_dir, remote_dir, self.remote_path, rel)
+            with contextlib.suppress(OSError):
+                return data.stat().st_blocks * 512
+        return 0
+
+    def _probe(self, armed: _Armed, st: os.stat_result, rel: str | None, pid: int) -> None:
+        """Watch the reader's own fill rate for a moment (off the dispatcher: other opens go on), then decide."""
+        key = (st.st_dev, st.st_ino)
+        if self.policy.fast_rate > 0 and rel is not None:
+            before, started = self._filled(rel), time.monotonic()
+            self.stop.wait(FAST_WINDOW)
+            grown, took = self._filled(rel) - before, time.monotonic() - started
+            if fast_enough(self.policy, grown, took):
+                with self._lock:
+                    self._probing.discard(key)
+                    self._done[key] = time.monotonic()
                 os.close(armed.fd)
-                self.metrics.skipped.inc()
-                log.debug("prefetch: not %s (%s)", rel or key, reason)
+                self.metrics.fast.inc()
+                log.info("prefetch: not %s (its reader fills %.0f MB/s alone)", armed.name, grown / took / 1e6)
                 return
+        with self._lock:
+            self._probing.discard(key)
             segments = plan_segments(st.st_size, segment_size(st.st_size, self.policy.streams))
             job = _Job(key, armed.fd, st.st_size, armed.name, segments, left=len(segments))
             self._jobs[key] = job
             self.metrics.in_flight.set(len(self._jobs))
-        log.info("prefetch: %s (%d MiB) in %d segments, read by pid %d", job.name, st.st_size >> 20, job.left, ev.pid)
+        log.info("prefetch: %s (%d MiB) in %d segments, read by pid %d", job.name, st.st_size >> 20, job.left, pid)
         for i in range(len(segments)):
             self._work.put((job, i))
 
