@@ -98,15 +98,16 @@ from hf_cache.units import parse_duration
     type=click.IntRange(min=0),
     default=settings.PREFETCH_STREAMS,
     show_default=True,
-    help="Prefetch on open: when a reader opens a large file the node cache lacks, fetch it in parallel segments "
-    "with at most this many streams per node (0 = off). See docs/cold-path.md. [env: HFCACHE_PREFETCH_STREAMS]",
+    help="Prefetch on first read(): when a reader read()s a large file the node cache lacks, fetch it in parallel "
+    "segments with at most this many streams per node (0 = off); mmap loads are left alone. See docs/cold-path.md. "
+    "[env: HFCACHE_PREFETCH_STREAMS]",
 )
 @click.option(
     "--prefetch-min-size",
     envvar=settings.PREFETCH_MIN_SIZE_ENV,
     default=settings.PREFETCH_MIN_SIZE,
     show_default=True,
-    help="Smallest file prefetched on open. [env: HFCACHE_PREFETCH_MIN_SIZE]",
+    help="Smallest file prefetched on its first read(). [env: HFCACHE_PREFETCH_MIN_SIZE]",
 )
 @click.option(
     "--prefetch-fast-rate",
