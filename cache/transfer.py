@@ -21,8 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hf_cache.errors import IntegrityError
-
-MiB = 1024 * 1024
+from hf_cache.units import MiB
 
 ReadInto = Callable[[int, memoryview], int]  # (offset, buffer) -> bytes read; 0 only at end of file
 WriteAt = Callable[[int, memoryview], None]

@@ -15,7 +15,8 @@ from fractions import Fraction
 
 from hf_cache.errors import ConfigError
 
-SIZE_UNITS: dict[str, int] = {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+KiB, MiB, GiB = 1024, 1024**2, 1024**3  # the binary units code uses for its own constants (rclone counts in them too)
+SIZE_UNITS: dict[str, int] = {"B": 1, "K": KiB, "M": MiB, "G": GiB, "T": 1024**4, "P": 1024**5}
 DURATION_UNITS: dict[str, Fraction] = {
     "ms": Fraction(1, 1000),
     "s": Fraction(1),

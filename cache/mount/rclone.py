@@ -15,12 +15,13 @@ from pathlib import Path
 from hf_cache import settings
 from hf_cache.errors import ConfigError
 from hf_cache.mount.config import MountConfig
+from hf_cache.units import MiB
 
 REMOTE = "hfcache"
 
 # --vfs-read-chunk-size: rclone's first request from any offset, doubling after (no size limit). hf-cache warm sizes
 # its segments to end where these requests end (cache/transfer.py aligned_segment): keep the two together.
-READ_CHUNK = 16 * 1024 * 1024
+READ_CHUNK = 16 * MiB
 
 
 def rclone_binary() -> str:

@@ -16,7 +16,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-MiB = 1024 * 1024
+from hf_cache.units import MiB
+
 MULTIPART_THRESHOLD = 200 * MiB  # below: one PUT / one CopyObject; from here: multipart, PART_SIZE parts
 PART_SIZE = 64 * MiB
 MAX_PARTS = 10_000

@@ -24,11 +24,12 @@ from hf_cache.layout import SHA_RE
 from hf_cache.logs import redact, redact_url
 from hf_cache.modelsfile import ModelEntry
 from hf_cache.refresh.checksums import ChangedWhileHashing, Digest, hash_fd
+from hf_cache.units import MiB
 
 if TYPE_CHECKING:  # imported where used: huggingface_hub is slow to import and most commands never need it
     from huggingface_hub import HfApi
 
-LFS_THRESHOLD = 10 * 1024 * 1024  # files at least this big are described (and hashed) as LFS files
+LFS_THRESHOLD = 10 * MiB  # files at least this big are described (and hashed) as LFS files
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n"
 
 
