@@ -186,7 +186,8 @@ class MemorySource:
         dest_dir: Path,
         on_bytes: Callable[[int], None] | None = None,
     ) -> Fetched:
-        path = dest_dir / f"{len(list(dest_dir.iterdir()))}.part"
+        # One name per file: publish fetches with several workers at once (a count of the folder raced).
+        path = dest_dir / (hashlib.sha256(file.path.encode()).hexdigest() + ".part")
         path.write_bytes(self.files[file.path])
         with path.open("rb") as f:
             return Fetched(path, hash_fd(f.fileno()), in_place=False)
