@@ -128,7 +128,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _v(CACHE_POLL_ENV, "mount", "how often the LRU cap is enforced (--cache-poll)", CACHE_POLL),
     _v(TIER_DIR_ENV, "mount, node ls", "the node tier folder (--tier-dir)"),
     _v(PREFETCH_STREAMS_ENV, "mount", "prefetch-on-open streams, 0 = off (--prefetch-streams)", PREFETCH_STREAMS),
-    _v(PREFETCH_MIN_SIZE_ENV, "mount", "smallest file prefetched on open (--prefetch-min-size)", PREFETCH_MIN_SIZE),
+    _v(
+        PREFETCH_MIN_SIZE_ENV,
+        "mount",
+        "smallest file prefetched on its first read() (--prefetch-min-size)",
+        PREFETCH_MIN_SIZE,
+    ),
     _v(PREFETCH_FAST_RATE_ENV, "mount", "no prefetch above this fill rate (--prefetch-fast-rate)", PREFETCH_FAST_RATE),
     _v(RCLONE_ARGS_ENV, "mount", "extra rclone flags, used when no --rclone-arg is given"),
     _v(LOG_FORMAT_ENV, "every command", "log lines as text or JSON (--log-format)", LOG_FORMAT),

@@ -115,8 +115,8 @@ def segment_size(size: int, streams: int) -> int:
 class PrefetchMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.files = Counter("hfcache_prefetch_files", "Files prefetched on open (finished)", registry=r)
-        self.bytes = Counter("hfcache_prefetch_bytes", "Bytes of files filled by prefetch-on-open", registry=r)
+        self.files = Counter("hfcache_prefetch_files", "Files prefetched on their first read() (finished)", registry=r)
+        self.bytes = Counter("hfcache_prefetch_bytes", "Bytes of files filled by prefetch on first read()", registry=r)
         self.failed = Counter(
             "hfcache_prefetch_failed", "Prefetches stopped by an error (the reader's own reads go on)", registry=r
         )
