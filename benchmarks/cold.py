@@ -3,11 +3,13 @@
     python3 -m benchmarks.cold [--big-gb 2] [--layers 16 --embd 1024 --shard-mb 300] [--repeat 3]
                                [--patterns read,safe_open,from_pretrained,tp,warm,readers] [--link loopback]
                                [--mount-arg=--rclone-arg=--vfs-read-chunk-streams=16 ...]
+                               [--variant-arg=--rclone-arg=--vfs-read-ahead=4M ...] [--no-prefetch]
 
 Every cold run gets a fresh mount with an empty node cache; every baseline downloads into an empty folder. Rounds
-alternate who goes first; each figure is the median of ``--repeat`` rounds. The S3 server is ``rclone serve s3``
-over a local folder (ranged GETs served from disk, like an object store); between it and every client sits the
-S3-like link (cache/lab/s3link.py), which is the bottleneck, as the network is on a node.
+rotate who goes first; each figure is the median of ``--repeat`` rounds. ``--variant-arg`` adds a second mount (the
+same mount plus these arguments) to every round, so two flag sets are compared in one run on one server. The S3
+server is ``rclone serve s3`` over a local folder (ranged GETs served from disk, like an object store); between it
+and every client sits the S3-like link (cache/lab/s3link.py), which is the bottleneck, as the network is on a node.
 
 Patterns (speed = baseline time / mount time, so > 1 means the mount was faster):
   read             sequential read() of the big file         vs boto3 download_file            goal >= 0.9
@@ -16,6 +18,7 @@ Patterns (speed = baseline time / mount time, so > 1 means the mount was faster)
   tp               one process per shard, all at once        vs each process downloads + loads goal >= 1.0
   warm             hf-cache warm of the model                vs boto3 download of its files     goal >= 0.9
   readers          4 concurrent read() of one cold big file: S3 bytes fetched / file size       goal <= 1.05
+  (readers runs ``--repeat`` rounds too; each side gets a fresh mount per round)
 """
 
 from __future__ import annotations
@@ -31,14 +34,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from boto3.s3.transfer import TransferConfig
 
-from benchmarks.common import s3
+from benchmarks.common import ROOT, RunningMount, s3
 from hf_cache.lab.s3link import S3Link, add_link_args, link_params
 from hf_cache.lab.s3server import S3Server
 from hf_cache.readers.envvars import reader_env
 
+T = TypeVar("T")
 PATTERNS = ("read", "safe_open", "from_pretrained", "tp", "warm", "readers")
 GOALS = {"read": 0.9, "safe_open": 1.0, "from_pretrained": 1.0, "tp": 1.0, "warm": 0.9}
 
@@ -128,6 +133,8 @@ class Bench:
         self.big_size = 0
         self.model_size = 0
         self.n = 0
+        self.big_snap = ""
+        self.model_snap = ""
 
     # -- setup --------------------------------------------------------------------------------------------------
     def publish(self) -> None:
@@ -187,11 +194,10 @@ class Bench:
                 ref = m.mountpoint / f"hub/models--bench--{repo}/refs/main"
                 setattr(self, f"{repo}_snap", f"hub/models--bench--{repo}/snapshots/{ref.read_text()}")
 
-    def mount(self, name: str):
+    def mount(self, name: str, extra: tuple[str, ...] = ()) -> _Mounted:
         self.n += 1
         name = f"{name}{self.n}"
         server = S3Server(endpoint=self.endpoint, proc=self.server.proc)
-        extra = tuple(self.args.mount_arg)
         work = self.work / "mounts"
         work.mkdir(exist_ok=True)
         return _Mounted(server, self.bucket, work, name, extra)
@@ -221,85 +227,82 @@ class Bench:
         d.mkdir()
         return d
 
-    # -- patterns: each returns (mount seconds, baseline seconds) for one round ---------------------------------
-    def p_read(self, mount_first: bool) -> tuple[float, float]:
-        def cold() -> float:
-            with self.mount("read") as m:
-                return py(READ, str(m.mountpoint / self.big_snap / "big.bin"))
+    # -- patterns: cold_<name>(mount args) and base_<name>() each time one round of one side ---------------------
+    def cold_read(self, extra: tuple[str, ...]) -> float:
+        with self.mount("read", extra) as m:
+            return py(READ, str(m.mountpoint / self.big_snap / "big.bin"))
 
-        def base() -> float:
-            dl = self.fresh_dir("dl")
+    def base_read(self) -> float:
+        dl = self.fresh_dir("dl")
+        t0 = time.perf_counter()
+        self.download(self.big_snap, ["big.bin"], dl)
+        return time.perf_counter() - t0
+
+    def cold_safe_open(self, extra: tuple[str, ...]) -> float:
+        with self.mount("st", extra) as m:
+            return py(SAFE_OPEN, *(str(m.mountpoint / self.model_snap / p) for p in self.shards))
+
+    def base_safe_open(self) -> float:
+        dl = self.fresh_dir("dl")
+        t0 = time.perf_counter()
+        self.download(self.model_snap, self.shards, dl)
+        return time.perf_counter() - t0 + py(SAFE_OPEN, *(str(dl / p) for p in self.shards))
+
+    def cold_from_pretrained(self, extra: tuple[str, ...]) -> float:
+        with self.mount("fp", extra) as m:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+            env.update(reader_env(str(m.mountpoint), str(self.work / "scratch")))
+            return py(FROM_PRETRAINED, "bench/model", env=env)
+
+    def base_from_pretrained(self) -> float:
+        dl = self.fresh_dir("dl")
+        t0 = time.perf_counter()
+        self.download(self.model_snap, self.model_files, dl)
+        return time.perf_counter() - t0 + py(FROM_PRETRAINED, str(dl), env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    def cold_tp(self, extra: tuple[str, ...]) -> float:
+        with self.mount("tp", extra) as m:
+            paths = [str(m.mountpoint / self.model_snap / p) for p in self.shards]
+            return parallel(*(lambda p=p: py(RANK, p, "", "") for p in paths))
+
+    def base_tp(self) -> float:
+        dl = self.fresh_dir("dl")
+        ranks = [(str(dl / p.replace("/", "_")), f"{self.model_snap}/{p}") for p in self.shards]
+        return parallel(*(lambda d=d, k=k: py(RANK, d, self.bucket, k, env=self.env) for d, k in ranks))
+
+    def cold_warm(self, extra: tuple[str, ...]) -> float:
+        with self.mount("warm", extra) as m:
             t0 = time.perf_counter()
-            self.download(self.big_snap, ["big.bin"], dl)
+            out = subprocess.run(
+                [sys.executable, "-m", "hf_cache", "warm", "bench/model", "--mountpoint", str(m.mountpoint)],
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"hf-cache warm failed:\n{out.stderr[-3000:]}")
             return time.perf_counter() - t0
 
-        return _ordered(cold, base, mount_first)
+    def base_warm(self) -> float:
+        dl = self.fresh_dir("dl")
+        t0 = time.perf_counter()
+        self.download(self.model_snap, self.model_files, dl)
+        return time.perf_counter() - t0
 
-    def p_safe_open(self, mount_first: bool) -> tuple[float, float]:
-        def cold() -> float:
-            with self.mount("st") as m:
-                return py(SAFE_OPEN, *(str(m.mountpoint / self.model_snap / p) for p in self.shards))
+    def round(self, name: str, sides: dict[str, tuple[str, ...]], i: int) -> dict[str, float]:
+        """One round of a pattern: every mount side and the baseline, the order rotated by the round's index.
 
-        def base() -> float:
-            dl = self.fresh_dir("dl")
-            t0 = time.perf_counter()
-            self.download(self.model_snap, self.shards, dl)
-            return time.perf_counter() - t0 + py(SAFE_OPEN, *(str(dl / p) for p in self.shards))
+        Rotating (not only swapping) matters with a variant: a side that always ran right after the baseline would
+        meet a warmer page cache on the S3 server's folder than the others.
+        """
+        runs: list[tuple[str, Callable[[], float]]] = [
+            (side, lambda extra=extra: getattr(self, f"cold_{name}")(extra)) for side, extra in sides.items()
+        ]
+        runs.append(("base", getattr(self, f"base_{name}")))
+        return {side: fn() for side, fn in _rotated(runs, i)}
 
-        return _ordered(cold, base, mount_first)
-
-    def p_from_pretrained(self, mount_first: bool) -> tuple[float, float]:
-        def cold() -> float:
-            with self.mount("fp") as m:
-                env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
-                env.update(reader_env(str(m.mountpoint), str(self.work / "scratch")))
-                return py(FROM_PRETRAINED, "bench/model", env=env)
-
-        def base() -> float:
-            dl = self.fresh_dir("dl")
-            t0 = time.perf_counter()
-            self.download(self.model_snap, self.model_files, dl)
-            return time.perf_counter() - t0 + py(FROM_PRETRAINED, str(dl), env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-        return _ordered(cold, base, mount_first)
-
-    def p_tp(self, mount_first: bool) -> tuple[float, float]:
-        def cold() -> float:
-            with self.mount("tp") as m:
-                paths = [str(m.mountpoint / self.model_snap / p) for p in self.shards]
-                return parallel(*(lambda p=p: py(RANK, p, "", "") for p in paths))
-
-        def base() -> float:
-            dl = self.fresh_dir("dl")
-            ranks = [(str(dl / p.replace("/", "_")), f"{self.model_snap}/{p}") for p in self.shards]
-            return parallel(*(lambda d=d, k=k: py(RANK, d, self.bucket, k, env=self.env) for d, k in ranks))
-
-        return _ordered(cold, base, mount_first)
-
-    def p_warm(self, mount_first: bool) -> tuple[float, float]:
-        def cold() -> float:
-            with self.mount("warm") as m:
-                t0 = time.perf_counter()
-                out = subprocess.run(
-                    [sys.executable, "-m", "hf_cache", "warm", "bench/model", "--mountpoint", str(m.mountpoint)],
-                    capture_output=True,
-                    text=True,
-                )
-                if out.returncode != 0:
-                    raise SystemExit(f"hf-cache warm failed:\n{out.stderr[-3000:]}")
-                return time.perf_counter() - t0
-
-        def base() -> float:
-            dl = self.fresh_dir("dl")
-            t0 = time.perf_counter()
-            self.download(self.model_snap, self.model_files, dl)
-            return time.perf_counter() - t0
-
-        return _ordered(cold, base, mount_first)
-
-    def readers(self) -> tuple[float, float, float]:
+    def readers(self, extra: tuple[str, ...]) -> tuple[float, float, float]:
         """4 concurrent cold readers of the big file: (seconds, link bytes / size, rclone's count / size)."""
-        with self.mount("readers") as m:
+        with self.mount("readers", extra) as m:
             path = str(m.mountpoint / self.big_snap / "big.bin")
             link_before = self.link.stats.snapshot()["bytes_down"] if self.link else 0
             rclone_before = m.metrics()["hfcache_s3_read_bytes_total"]
@@ -313,7 +316,7 @@ class _Mounted:
     def __init__(self, server: S3Server, bucket: str, work: Path, name: str, extra: tuple[str, ...]) -> None:
         self.server, self.bucket, self.work, self.name, self.extra = server, bucket, work, name, extra
 
-    def __enter__(self):
+    def __enter__(self) -> RunningMount:
         from hf_cache.lab.mounting import start_mount
 
         self.m = start_mount(
@@ -333,14 +336,6 @@ class _Mounted:
         shutil.rmtree(self.work / f"{self.name}-cache", ignore_errors=True)
 
 
-def _ordered(cold: Callable[[], float], base: Callable[[], float], mount_first: bool) -> tuple[float, float]:
-    if mount_first:
-        c = cold()
-        return c, base()
-    b = base()
-    return cold(), b
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big-gb", type=float, default=2.0, help="size of the big file (GB)")
@@ -351,7 +346,14 @@ def main() -> None:
     ap.add_argument("--patterns", default=",".join(PATTERNS))
     ap.add_argument("--mount-arg", action="append", default=[], help="extra hf-cache mount argument (repeatable)")
     ap.add_argument(
-        "--no-prefetch", action="store_true", help="mount with --prefetch-streams 0 (prefetch on open is on by default)"
+        "--variant-arg",
+        action="append",
+        default=[],
+        help="measure a second mount in the same rounds: the mount's arguments plus this one (repeatable), e.g. "
+        "--variant-arg=--rclone-arg=--vfs-read-ahead=4M or --variant-arg=--prefetch-streams=0",
+    )
+    ap.add_argument(
+        "--no-prefetch", action="store_true", help="mount with --prefetch-streams 0 (prefetch is on by default)"
     )
     add_link_args(ap)
     args = ap.parse_args()
@@ -361,12 +363,15 @@ def main() -> None:
     unknown = set(patterns) - set(PATTERNS)
     if unknown:
         raise SystemExit(f"unknown patterns {sorted(unknown)}; choose from {', '.join(PATTERNS)}")
+    sides = {"mount": tuple(args.mount_arg)}
+    if args.variant_arg:
+        sides["variant"] = (*args.mount_arg, *args.variant_arg)
     params = link_params(args) if args.link == "s3" else None
     print(params.describe() if params else "link: plain loopback (no cap, no latency)", flush=True)
-    if args.mount_arg:
-        print(f"mount args: {' '.join(args.mount_arg)}", flush=True)
+    for side, extra in sides.items():
+        print(f"{side} args: {' '.join(extra) or '(none)'}", flush=True)
+    print(f"commit {_commit()}; load average {_load()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-cold-", dir=os.environ.get("HFCACHE_BENCH_DIR")))
-    results: dict[str, list[tuple[float, float]]] = {}
     try:
         bench = Bench(args, work)
         bench.publish()
@@ -381,16 +386,16 @@ def main() -> None:
                 )
                 for name in patterns:
                     if name == "readers":
-                        t, link_ratio, rclone_ratio = bench.readers()
-                        print(
-                            f"readers: 4 concurrent cold read() of the big file {t:.2f}s; S3 bytes / size: "
-                            f"{link_ratio:.3f} at the link, {rclone_ratio:.3f} by rclone's count (goal <= 1.05)",
-                            flush=True,
+                        readers_report(
+                            [
+                                {side: bench.readers(sides[side]) for side in _rotated(list(sides), i)}
+                                for i in range(args.repeat)
+                            ]
                         )
                         continue
-                    fn = getattr(bench, f"p_{name}")
-                    results[name] = [fn(i % 2 == 0) for i in range(args.repeat)]
-                    report(name, results[name])
+                    rounds = [bench.round(name, sides, i) for i in range(args.repeat)]
+                    report(name, rounds, list(sides))
+                print(f"load average {_load()}", flush=True)
             finally:
                 if link:
                     link.stop()
@@ -398,17 +403,51 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(name: str, rounds: list[tuple[float, float]]) -> None:
-    mount = statistics.median(r[0] for r in rounds)
-    base = statistics.median(r[1] for r in rounds)
-    speed = statistics.median(r[1] / r[0] for r in rounds)
-    raw = ", ".join(f"{m:.2f}/{b:.2f}" for m, b in rounds)
+def report(name: str, rounds: list[dict[str, float]], sides: list[str]) -> None:
+    """One line per mount side against the baseline; with a variant, a line comparing it with the mount."""
     goal = GOALS[name]
-    print(
-        f"{name:16} mount {mount:6.2f}s  baseline {base:6.2f}s  speed {speed:5.2f}x "
-        f"({'met' if speed >= goal else 'MISSED'} goal >= {goal})  rounds mount/base: {raw}",
-        flush=True,
-    )
+    base = statistics.median(r["base"] for r in rounds)
+    for side in sides:
+        mount = statistics.median(r[side] for r in rounds)
+        speed = statistics.median(r["base"] / r[side] for r in rounds)
+        raw = ", ".join(f"{r[side]:.2f}/{r['base']:.2f}" for r in rounds)
+        label = name if side == "mount" else f"{name} ({side})"
+        print(
+            f"{label:26} mount {mount:6.2f}s  baseline {base:6.2f}s  speed {speed:5.2f}x "
+            f"({'met' if speed >= goal else 'MISSED'} goal >= {goal})  rounds mount/base: {raw}",
+            flush=True,
+        )
+    if "variant" in sides:
+        ratio = statistics.median(r["mount"] / r["variant"] for r in rounds)
+        print(
+            f"{name + ' variant vs mount':26} {ratio:5.2f}x (> 1: the variant was faster; median per round)", flush=True
+        )
+
+
+def readers_report(rounds: list[dict[str, tuple[float, float, float]]]) -> None:
+    for side in rounds[0]:
+        t, link_ratio, rclone_ratio = (statistics.median(r[side][k] for r in rounds) for k in range(3))
+        raw = ", ".join(f"{r[side][0]:.2f}s/{r[side][1]:.3f}" for r in rounds)
+        print(
+            f"readers {side + ':':8} 4 concurrent cold read() of the big file {t:.2f}s; S3 bytes / size: "
+            f"{link_ratio:.3f} at the link, {rclone_ratio:.3f} by rclone's count (goal <= 1.05); "
+            f"rounds time/link bytes: {raw}",
+            flush=True,
+        )
+
+
+def _rotated(items: list[T], i: int) -> list[T]:
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":
