@@ -6,7 +6,8 @@ on stderr and the exit code of their type (``EXIT_CODES``, the one table; comman
 anything else is a bug and keeps its traceback.
 
 ``-v``/``-q``/``--log-format`` are accepted before or after the subcommand (as kubectl and terraform users
-type them): the group adds them to every command it loads, so no command module has to repeat them.
+type them): defined once (``options.logging_flags``), the group takes them and adds them to every command it
+loads, so no command module has to repeat them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import sys
 
 import click
 
-from hf_cache import __version__, settings
+from hf_cache import __version__, options
 from hf_cache.errors import ConfigError, HfCacheError
-from hf_cache.logs import LOG_FORMATS, set_log_format, setup_logging
 
 # The exit code of each error type, most specific first: 2 for input that was refused before anything was done
 # (as click's usage errors), 1 for every other failure (S3, the Hub, a failed repo, the mount, the lease). The
@@ -56,41 +56,6 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _set_level(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        setup_logging(verbose=param.name == "verbose", quiet=param.name == "quiet")
-
-
-def _set_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        set_log_format(value)
-
-
-def log_options() -> list[click.Option]:
-    """The logging flags, as options whose callbacks apply them the moment they are parsed."""
-    return [
-        click.Option(
-            ["-v", "--verbose"], is_flag=True, expose_value=False, callback=_set_level, help="Log debug detail."
-        ),
-        click.Option(
-            ["-q", "--quiet"],
-            is_flag=True,
-            expose_value=False,
-            callback=_set_level,
-            help="Log warnings and errors only.",
-        ),
-        click.Option(
-            ["--log-format"],
-            type=click.Choice(LOG_FORMATS),
-            envvar=settings.LOG_FORMAT_ENV,
-            default=None,
-            expose_value=False,
-            callback=_set_format,
-            help=f"Log lines as text or as one JSON object per line (pods). [env: {settings.LOG_FORMAT_ENV}]",
-        ),
-    ]
-
-
 class LazyGroup(click.Group):
     """A click group whose subcommands load on first use, each given the logging flags."""
 
@@ -103,13 +68,18 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
-        have = {opt for p in command.params for opt in getattr(p, "opts", [])}
-        if "--verbose" not in have:
-            command.params.extend(log_options())
-        for param in command.params:
-            if isinstance(param, click.Option):
-                name_envvars_in_help(param)
+        add_logging_flags(command)
         return command
+
+
+def add_logging_flags(command: click.Command) -> None:
+    """-v/-q/--log-format on ``command`` and, for a group such as ``node``, on each of its commands, so they work
+    after any command's name; once, however often the command is loaded."""
+    if not any(p.name == "verbose" for p in command.params):
+        command.params.extend(options.logging_flags())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_logging_flags(sub)
 
 
 def envvars_of(param: click.Parameter) -> list[str]:
@@ -119,31 +89,18 @@ def envvars_of(param: click.Parameter) -> list[str]:
     return [envvar] if isinstance(envvar, str) else list(envvar)
 
 
-def name_envvars_in_help(option: click.Option) -> None:
-    """Every variable an option reads is named in its --help, whichever module defined it: ``[env: A, B]``."""
-    missing = [e for e in envvars_of(option) if e not in (option.help or "")]
-    if missing:
-        option.help = f"{option.help or ''} [env: {', '.join(missing)}]".strip()
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="hf-cache")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
-@click.option(
-    "--log-format",
-    type=click.Choice(LOG_FORMATS),
-    envvar=settings.LOG_FORMAT_ENV,
-    default=settings.LOG_FORMAT,
-    show_default=True,
-    help=f"Log lines as text or as one JSON object per line (pods). [env: {settings.LOG_FORMAT_ENV}]",
+@click.group(
+    cls=LazyGroup,
+    params=options.logging_flags(),
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-def cli(verbose: bool, quiet: bool, log_format: str) -> None:
+@click.version_option(__version__, prog_name="hf-cache")
+def cli() -> None:
     """Keep one shared S3 copy of Hugging Face models and serve it to every node.
 
     A repo is named the same way by every command: [dataset:]ORG/NAME[@REV].
     """
-    setup_logging(verbose, quiet=quiet, fmt=log_format)
+    # the logging flags set the logging up as click parses them (cache/options.py)
 
 
 def _versions() -> dict[str, str]:

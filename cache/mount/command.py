@@ -16,14 +16,14 @@ from hf_cache.units import parse_duration
 @options.bucket
 @options.prefix
 @options.mountpoint("Where the bucket is mounted, read-only.")
-@click.option(
+@options.env_option(
     "--cache-dir",
     envvar=settings.CACHE_DIR_ENV,
     default=settings.CACHE_DIR,
     show_default=True,
     help="Node-local disk (NVMe) for the VFS cache.",
 )
-@click.option(
+@options.env_option(
     "--cache-max-size",
     envvar=settings.CACHE_MAX_SIZE_ENV,
     default=settings.CACHE_MAX_SIZE,
@@ -32,7 +32,7 @@ from hf_cache.units import parse_duration
 )
 @options.endpoint_url
 @options.region
-@click.option(
+@options.env_option(
     "--health-port",
     envvar=settings.HEALTH_PORT_ENV,
     type=int,
@@ -40,14 +40,14 @@ from hf_cache.units import parse_duration
     show_default=True,
     help="Port of /readyz, /healthz, /metrics.",
 )
-@click.option(
+@options.env_option(
     "--health-addr",
     envvar=settings.HEALTH_ADDR_ENV,
     default=settings.HEALTH_ADDR,
     show_default=True,
     help="Address the health/metrics server listens on.",
 )
-@click.option(
+@options.env_option(
     "--rc-port",
     envvar=settings.RC_PORT_ENV,
     type=int,
@@ -55,7 +55,7 @@ from hf_cache.units import parse_duration
     show_default=True,
     help="rclone's rc API port, on 127.0.0.1 only.",
 )
-@click.option(
+@options.env_option(
     "--freshness",
     envvar=settings.FRESHNESS_ENV,
     default=settings.FRESHNESS,
@@ -63,7 +63,7 @@ from hf_cache.units import parse_duration
     help="How often the mount re-lists what refresh changes: a moved ref reaches new opens within this (+1 s) "
     "of the refresh's end.",
 )
-@click.option(
+@options.env_option(
     "--io-timeout",
     envvar=settings.IO_TIMEOUT_ENV,
     default=settings.IO_TIMEOUT,
@@ -71,7 +71,7 @@ from hf_cache.units import parse_duration
     help="About how long a read of uncached data waits for S3 before it fails with an I/O error (outage). "
     "Cached data never waits for S3.",
 )
-@click.option(
+@options.env_option(
     "--cache-poll",
     envvar=settings.CACHE_POLL_ENV,
     default=settings.CACHE_POLL,
@@ -85,37 +85,36 @@ from hf_cache.units import parse_duration
     show_default=True,
     help="rclone's FUSE backend (mount2 measured faster; see README.md).",
 )
-@click.option(
+@options.env_option(
     "--tier-dir",
     envvar=settings.TIER_DIR_ENV,
     default=None,
     help="Keep a verified node-local Hugging Face cache here (HF_HOME for job pods; must contain --mountpoint); "
     "--cache-max-size then caps tier + rclone cache together. See docs/node-tier.md.",
 )
-@click.option(
+@options.env_option(
     "--prefetch-streams",
     envvar=settings.PREFETCH_STREAMS_ENV,
     type=click.IntRange(min=0),
     default=settings.PREFETCH_STREAMS,
     show_default=True,
     help="Prefetch on first read(): when a reader read()s a large file the node cache lacks, fetch it in parallel "
-    "segments with at most this many streams per node (0 = off); mmap loads are left alone. See docs/cold-path.md. "
-    "[env: HFCACHE_PREFETCH_STREAMS]",
+    "segments with at most this many streams per node (0 = off); mmap loads are left alone. See docs/cold-path.md.",
 )
-@click.option(
+@options.env_option(
     "--prefetch-min-size",
     envvar=settings.PREFETCH_MIN_SIZE_ENV,
     default=settings.PREFETCH_MIN_SIZE,
     show_default=True,
-    help="Smallest file prefetched on its first read(). [env: HFCACHE_PREFETCH_MIN_SIZE]",
+    help="Smallest file prefetched on its first read().",
 )
-@click.option(
+@options.env_option(
     "--prefetch-fast-rate",
     envvar=settings.PREFETCH_FAST_RATE_ENV,
     default=settings.PREFETCH_FAST_RATE,
     show_default=True,
     help="No prefetch for a reader whose own connection already fills the node cache this fast per second (0 = "
-    "always prefetch). [env: HFCACHE_PREFETCH_FAST_RATE]",
+    "always prefetch).",
 )
 @click.option(
     "--rclone-arg",

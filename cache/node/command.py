@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from hf_cache import layout, settings
+from hf_cache import layout, options, settings
 from hf_cache.errors import ConfigError
 from hf_cache.node.tree import load_entries, open_tier, read_refs
 from hf_cache.progress import human_bytes
@@ -46,7 +46,7 @@ def node() -> None:
 
 
 @node.command("ls")
-@click.option(
+@options.env_option(
     "--tier-dir",
     envvar=[settings.TIER_DIR_ENV, settings.HF_HOME_ENV],
     default=settings.MOUNTPOINT,

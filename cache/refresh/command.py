@@ -98,7 +98,7 @@ def _check_spelling(target: Target, entries: list[ModelEntry]) -> None:
 
 @click.command(short_help="Publish models.txt (or the repos named) to S3.")
 @click.argument("repos", nargs=-1, metavar=f"[{GRAMMAR}]...")
-@click.option(
+@options.env_option(
     "--models",
     "models_path",
     envvar=settings.MODELS_ENV,
@@ -108,7 +108,7 @@ def _check_spelling(target: Target, entries: list[ModelEntry]) -> None:
     help="The models file.",
 )
 @options.s3_target
-@click.option(
+@options.env_option(
     "--workers",
     envvar=settings.WORKERS_ENV,
     type=click.IntRange(1, settings.MAX_WORKERS),
@@ -116,7 +116,7 @@ def _check_spelling(target: Target, entries: list[ModelEntry]) -> None:
     show_default=True,
     help="Files in flight at once; scratch disk needed is about workers x the largest file.",
 )
-@click.option(
+@options.env_option(
     "--scratch-dir",
     envvar=settings.SCRATCH_DIR_ENV,
     default=None,
