@@ -135,6 +135,9 @@ class Bench:
         self.n = 0
         self.big_snap = ""
         self.model_snap = ""
+        self.last_mount: _Mounted | None = None
+        # per pattern and side: [files prefetched or in flight, reads judged fast (left alone)], summed over rounds
+        self.prefetch: dict[str, dict[str, list[int]]] = {}
 
     # -- setup --------------------------------------------------------------------------------------------------
     def publish(self) -> None:
@@ -200,7 +203,8 @@ class Bench:
         server = S3Server(endpoint=self.endpoint, proc=self.server.proc)
         work = self.work / "mounts"
         work.mkdir(exist_ok=True)
-        return _Mounted(server, self.bucket, work, name, extra)
+        self.last_mount = _Mounted(server, self.bucket, work, name, extra)
+        return self.last_mount
 
     def client(self):
         import boto3
@@ -295,10 +299,27 @@ class Bench:
         meet a warmer page cache on the S3 server's folder than the others.
         """
         runs: list[tuple[str, Callable[[], float]]] = [
-            (side, lambda extra=extra: getattr(self, f"cold_{name}")(extra)) for side, extra in sides.items()
+            (side, lambda side=side, extra=extra: self.cold(name, side, extra)) for side, extra in sides.items()
         ]
         runs.append(("base", getattr(self, f"base_{name}")))
         return {side: fn() for side, fn in _rotated(runs, i)}
+
+    def cold(self, name: str, side: str, extra: tuple[str, ...]) -> float:
+        """One cold run, tallying what the prefetch did in it (why a side was slower is often there)."""
+        t: float = getattr(self, f"cold_{name}")(extra)
+        self.tally(name, side)
+        return t
+
+    def tally(self, name: str, side: str) -> None:
+        got = self.last_mount.final if self.last_mount else {}
+        counts = self.prefetch.setdefault(name, {}).setdefault(side, [0, 0])
+        counts[0] += int(got.get("hfcache_prefetch_files_total", 0) + got.get("hfcache_prefetch_in_flight", 0))
+        counts[1] += int(got.get("hfcache_prefetch_fast_total", 0))
+
+    def readers_tallied(self, side: str, extra: tuple[str, ...]) -> tuple[float, float, float]:
+        got = self.readers(extra)
+        self.tally("readers", side)
+        return got
 
     def readers(self, extra: tuple[str, ...]) -> tuple[float, float, float]:
         """4 concurrent cold readers of the big file: (seconds, link bytes / size, rclone's count / size)."""
@@ -315,6 +336,7 @@ class Bench:
 class _Mounted:
     def __init__(self, server: S3Server, bucket: str, work: Path, name: str, extra: tuple[str, ...]) -> None:
         self.server, self.bucket, self.work, self.name, self.extra = server, bucket, work, name, extra
+        self.final: dict[str, float] = {}
 
     def __enter__(self) -> RunningMount:
         from hf_cache.lab.mounting import start_mount
@@ -330,6 +352,8 @@ class _Mounted:
         return self.m
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.final = self.m.metrics()
         if exc_type is not None:
             print(f"mount log ({self.name}):\n{self.m.log()[-3000:]}", file=sys.stderr)
         self.m.stop()
@@ -388,13 +412,15 @@ def main() -> None:
                     if name == "readers":
                         readers_report(
                             [
-                                {side: bench.readers(sides[side]) for side in _rotated(list(sides), i)}
+                                {side: bench.readers_tallied(side, sides[side]) for side in _rotated(list(sides), i)}
                                 for i in range(args.repeat)
                             ]
                         )
+                        print_prefetch(name, bench.prefetch.get(name, {}))
                         continue
                     rounds = [bench.round(name, sides, i) for i in range(args.repeat)]
                     report(name, rounds, list(sides))
+                    print_prefetch(name, bench.prefetch.get(name, {}))
                 print(f"load average {_load()}", flush=True)
             finally:
                 if link:
@@ -436,6 +462,16 @@ def readers_report(rounds: list[dict[str, tuple[float, float, float]]]) -> None:
         )
 
 
+def print_prefetch(name: str, tally: dict[str, list[int]]) -> None:
+    print(
+        f"{name + ' prefetch':26} "
+        + "; ".join(
+            f"{side}: {files} files prefetched, {fast} reads judged fast" for side, (files, fast) in tally.items()
+        ),
+        flush=True,
+    )
+
+
 def _rotated(items: list[T], i: int) -> list[T]:
     k = i % len(items)
     return items[k:] + items[:k]
@@ -446,8 +482,11 @@ def _load() -> str:
 
 
 def _commit() -> str:
+    """The commit, and how many tracked files differ from it: others edit this checkout while benchmarks run."""
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    changed = len(dirty.stdout.split())
+    return (out.stdout.strip() or "unknown") + (f" + {changed} files changed since" if changed else "")
 
 
 if __name__ == "__main__":
