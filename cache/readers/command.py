@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from hf_cache import options, settings
 from hf_cache.errors import ConfigError, HfCacheError
@@ -116,18 +117,20 @@ def warm(repos: tuple[str, ...], models: str | None, mountpoint: str, workers: i
 @click.argument("repos", nargs=-1, metavar=f"[{GRAMMAR}]...")
 @mountpoint_opt
 @click.option(
-    "--max-age-hours",
-    type=float,
-    default=settings.DOCTOR_MAX_AGE_HOURS,
+    "--max-age",
+    default=settings.DOCTOR_MAX_AGE,
     show_default=True,
-    help="A refresh older than this is reported stale.",
+    help="A refresh that ended longer ago than this is reported stale (36h, 1.5d).",
 )
+@click.option("--max-age-hours", type=float, default=None, hidden=True)  # the old spelling: existing probes use it
 @options.as_json
-def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float, as_json: bool) -> None:
+def doctor(repos: tuple[str, ...], mountpoint: str, max_age: str, max_age_hours: float | None, as_json: bool) -> None:
     """Check this pod or node can read models from the mount; one line per check, the fix for each failure."""
-    from hf_cache.readers.doctor import Check, check_env, check_fresh, check_mount, check_repo
+    from hf_cache.readers.doctor import Check, check_env, check_fresh, check_mount, check_repo, max_age_seconds
 
     mp = Path(mountpoint)
+    typed = click.get_current_context().get_parameter_source("max_age") is not ParameterSource.DEFAULT
+    max_age_s = max_age_seconds(max_age, max_age_hours, typed)  # a bad value is refused before any check runs
     specs = _specs(repos, None) if repos else []  # a bad name is refused before any check runs
     checks: list[Check] = []
 
@@ -145,7 +148,7 @@ def doctor(repos: tuple[str, ...], mountpoint: str, max_age_hours: float, as_jso
     tier, fuse_mp = tier_check(mp)  # HF_HOME may be the node tier (docs/node-tier.md), its mount below it
     report(check_env(mountpoint, settings.environ()), *([Check("tier", *tier)] if tier else []), *check_mount(fuse_mp))
     if all(c.ok for c in checks if c.name == "mount"):
-        report(check_fresh(fuse_mp, max_age_hours))
+        report(check_fresh(fuse_mp, max_age_s))
         for rid, rev, rtype in specs:
             report(check_repo(Path(mount_hub_dir(mountpoint)), rid, rev, rtype))
     failed = [c for c in checks if not c.ok]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cache import layout, treelisting
+from hf_cache.errors import ConfigError
 from hf_cache.mount import fusemount
 from hf_cache.mount.bounded import BoundedWorker, Outcome
 from hf_cache.progress import plural
@@ -24,6 +25,7 @@ from hf_cache.readers.envvars import reader_env
 from hf_cache.readers.warm import resolve_snapshot
 from hf_cache.refresh.status import RepoState
 from hf_cache.reponame import format_repo
+from hf_cache.units import format_duration, parse_duration
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,22 @@ def check_mount(mountpoint: Path) -> list[Check]:
     return checks
 
 
-def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float] = time.time) -> Check:
+def max_age_seconds(max_age: str, max_age_hours: float | None, max_age_typed: bool = False) -> float:
+    """How old the last refresh may be, from ``--max-age`` (a duration, as every other flag takes one) or the hidden
+    ``--max-age-hours`` (a float: the old spelling, kept so existing probes and scripts still run).
+    ``max_age_typed``: --max-age was given, not defaulted (then the two flags contradict each other)."""
+    if max_age_hours is not None:
+        if max_age_typed:
+            raise ConfigError("give --max-age or --max-age-hours, not both (--max-age-hours is the old spelling)")
+        return max_age_hours * 3600
+    seconds = parse_duration(max_age, "--max-age")
+    if seconds <= 0:
+        raise ConfigError(f"--max-age {max_age!r} must be above 0, e.g. 36h or 1.5d")
+    return seconds
+
+
+def check_fresh(mountpoint: Path, max_age: float, now: Callable[[], float] = time.time) -> Check:
+    """``max_age``: seconds (:func:`max_age_seconds`)."""
     status = mountpoint / layout.status_key("")
     got = _on_mount(lambda: (status.read_text(), status.stat().st_mtime))
     if got.timed_out:
@@ -135,11 +152,12 @@ def check_fresh(mountpoint: Path, max_age_hours: float, now: Callable[[], float]
         )
     age_h = (now() - mtime) / 3600
     failed = [r["repo"] for r in data.get("repos", []) if r.get("state") != RepoState.OK]
-    if age_h > max_age_hours:
+    if age_h * 3600 > max_age:
         return Check(
             "freshness",
             False,
-            f"the last refresh ended {age_h:.1f} h ago; check the CronJob's schedule and its last Job's logs",
+            f"the last refresh ended {age_h:.1f} h ago (more than --max-age {format_duration(round(max_age, 3))});"
+            " check the CronJob's schedule and its last Job's logs",
         )
     if failed:
         return Check("freshness", False, f"the last refresh failed for {', '.join(failed)}; see its Job's logs")
