@@ -10,6 +10,7 @@ with :func:`env_option`, so --help names it the one way click does: ``[env var: 
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ import click
 from click.core import ParameterSource
 
 from hf_cache import settings
+from hf_cache.errors import ConfigError
 from hf_cache.logs import LOG_FORMATS, setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +31,32 @@ def env_option(*param_decls: str, envvar: str | Sequence[str], **attrs: Any) -> 
     a variable the flag does not read."""
     names = envvar if isinstance(envvar, str) else list(envvar)
     return click.option(*param_decls, envvar=names, show_envvar=True, **attrs)
+
+
+class ShellWords(click.ParamType):  # type: ignore[type-arg]  # generic in newer click, not in 8.1 (allowed)
+    """Values the command splits with shell quoting rules itself (``--rclone-arg "--user-agent 'a b'"``).
+
+    Click splits a repeatable flag's variable at every space, which would break such quoting, so the variable's
+    value arrives whole, as one more such value. Unbalanced quotes are refused here, while click still knows
+    whether the value came from the flag or from the variable: the one-line error names the one the user wrote."""
+
+    name = "text"
+
+    def split_envvar_value(self, rv: str) -> Sequence[str]:
+        return [rv] if rv.strip() else []
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            shlex.split(text)
+        except ValueError as exc:
+            where = "value"
+            if param is not None:
+                source = ctx.get_parameter_source(param.name) if ctx is not None and param.name else None
+                from_env = source is ParameterSource.ENVIRONMENT and isinstance(param.envvar, str)
+                where = str(param.envvar) if from_env else param.opts[0]
+            raise ConfigError(f"{where} {text!r}: {exc}; quote it as a shell would") from exc
+        return text
 
 
 bucket = env_option("--bucket", envvar=settings.BUCKET_ENV, required=True, help="S3 bucket.")

@@ -158,3 +158,33 @@ def test_doctor_max_age_through_a_real_mount(mounted, s3_server: S3Server, bucke
     assert bad.stderr.splitlines() == [
         "hf-cache: error: --max-age '36' has no unit: write 36s or 36m (e.g. 500ms, 90s, 30m, 1.5h, 7d, 2w)"
     ]
+
+
+# -- mount --rclone-arg and its variable ------------------------------------------------------------------------------
+def test_rclone_args_variable_arrives_whole_and_is_split_with_shell_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Click splits a repeatable flag's variable at spaces; HFCACHE_RCLONE_ARGS must keep its shell quoting."""
+    from hf_cache.mount.checks import split_rclone_args
+    from hf_cache.mount.command import mount
+
+    monkeypatch.setenv("HFCACHE_RCLONE_ARGS", "--user-agent 'hf cache' --vfs-read-ahead 1G")
+    ctx = mount.make_context("mount", ["--bucket", "b"])
+    assert ctx.params["rclone_extra"] == ("--user-agent 'hf cache' --vfs-read-ahead 1G",)
+    words = split_rclone_args(ctx.params["rclone_extra"], None)
+    assert words == ("--user-agent", "hf cache", "--vfs-read-ahead", "1G")
+    ctx = mount.make_context("mount", ["--bucket", "b", "--rclone-arg", "--a 1", "--rclone-arg", "--b"])
+    assert ctx.params["rclone_extra"] == ("--a 1", "--b")  # the flag wins over the variable, as before
+
+
+@pytest.mark.parametrize("from_env", [True, False])
+def test_unbalanced_quotes_are_one_line_naming_where_they_were_written(from_env: bool) -> None:
+    value = "--user-agent 'unclosed"
+    env = {**os.environ, "HFCACHE_RCLONE_ARGS": value} if from_env else os.environ
+    args = ["mount", "--bucket", "b", *([] if from_env else ["--rclone-arg", value])]
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_cache", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    where = "HFCACHE_RCLONE_ARGS" if from_env else "--rclone-arg"
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f'hf-cache: error: {where} "{value}": No closing quotation; quote it as a shell would'
+    ]

@@ -116,12 +116,14 @@ from hf_cache.units import parse_duration
     help="No prefetch for a reader whose own connection already fills the node cache this fast per second (0 = "
     "always prefetch).",
 )
-@click.option(
+@options.env_option(
     "--rclone-arg",
     "rclone_extra",
+    envvar=settings.RCLONE_ARGS_ENV,
     multiple=True,
-    help="Extra rclone flags (repeatable; each value split with shell quoting rules; env HFCACHE_RCLONE_ARGS, used "
-    "when no --rclone-arg is given). Checked with rclone before mounting. The escape hatch for tuning.",
+    type=options.ShellWords(),
+    help="Extra rclone flags (repeatable; each value split with shell quoting rules; the variable is one such value, "
+    "used when no --rclone-arg is given). Checked with rclone before mounting. The escape hatch for tuning.",
 )
 def mount(
     bucket: str,
