@@ -2,7 +2,10 @@
 
 Credentials come from boto3's default chain (environment, IRSA web identity in a cluster); the endpoint from
 ``--endpoint-url`` or the standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (boto3 reads those itself
-when we pass none). Retries are boto3's "standard" mode: transient errors back off and retry.
+when we pass none). Retries are boto3's "standard" mode: throttling (503 SlowDown, 429) and transient errors back
+off and retry, ``AWS_MAX_ATTEMPTS`` tries per call, the first included (boto3's own variable and meaning; default
+``settings.S3_MAX_ATTEMPTS``).
+Each part of a multipart upload is its own call with its own retries.
 """
 
 from __future__ import annotations
@@ -36,9 +39,29 @@ def check_endpoint(url: str, source: str = "--endpoint-url / AWS_ENDPOINT_URL") 
         )
 
 
+def total_attempts() -> int:
+    """Tries per S3 call, the first included: ``AWS_MAX_ATTEMPTS`` as boto3 documents it, else our default. An
+    explicit retry Config hides boto3's own read of the variable, so it is read here."""
+    raw = settings.env(settings.MAX_ATTEMPTS_ENV)
+    if raw is None:
+        return settings.S3_MAX_ATTEMPTS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"{settings.MAX_ATTEMPTS_ENV}={raw!r} is not a number of tries >= 1; unset it or set e.g."
+            f" {settings.S3_MAX_ATTEMPTS}"
+        )
+    return value
+
+
 def make_client(
-    endpoint_url: str | None = None, region: str | None = None, max_pool: int = 32, max_attempts: int = 8
+    endpoint_url: str | None = None, region: str | None = None, max_pool: int = 32, max_attempts: int | None = None
 ) -> S3Client:
+    """``max_attempts``: retries after the first try (botocore's Config key of that name: 1 means two tries); None:
+    ``total_attempts()`` tries in all."""
     if endpoint_url:
         check_endpoint(endpoint_url)
     else:
@@ -46,7 +69,11 @@ def make_client(
         if found is not None:
             check_endpoint(found[1], found[0])
     config = Config(
-        retries={"max_attempts": max_attempts, "mode": "standard"},
+        retries=(
+            {"max_attempts": max_attempts, "mode": "standard"}
+            if max_attempts is not None
+            else {"total_max_attempts": total_attempts(), "mode": "standard"}
+        ),
         max_pool_connections=max_pool,
         connect_timeout=10,
         read_timeout=120,

@@ -56,6 +56,9 @@ MAX_WORKERS = 64
 PRUNE_AFTER = "7d"  # a de-listed repo stays a week: jobs may still read it and a mistaken edit is cheap to undo
 MAX_SHARE = 50  # percent of published repos one prune or rm may remove without --force
 WARM_WORKERS = 16  # read streams in flight for `hf-cache warm`
+# Tries per S3 call, the first included (boto3 "standard" retries: a throttled call waits rand(0..1) x 2^n s, at most
+# 20 s, before try n+1): 9 (8 retries) ride out 45 s of 503 SlowDown / 429 on one call on average, 91 s at most.
+S3_MAX_ATTEMPTS = 9
 DOCTOR_MAX_AGE = "48h"  # a refresh older than two days is stale for a CronJob that runs several times a day
 
 # --- logging and progress -------------------------------------------------------------------------------------
@@ -104,6 +107,7 @@ LOG_FORMAT_ENV = "HFCACHE_LOG_FORMAT"
 PROGRESS_INTERVAL_ENV = "HFCACHE_PROGRESS_INTERVAL"
 ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")  # boto3's own names, S3-specific first
 REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+MAX_ATTEMPTS_ENV = "AWS_MAX_ATTEMPTS"  # boto3's own name (its Config would otherwise override it)
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_HOME_ENV = "HF_HOME"
 
@@ -114,6 +118,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _v(ENDPOINT_ENVS[1], "refresh, ls, verify, rm, mount", "S3 endpoint when AWS_ENDPOINT_URL_S3 is unset"),
     _v(REGION_ENVS[0], "refresh, ls, verify, rm, mount", "S3 region (--region)"),
     _v(REGION_ENVS[1], "refresh, ls, verify, rm, mount", "S3 region when AWS_REGION is unset"),
+    _v(MAX_ATTEMPTS_ENV, "refresh, ls, verify, rm", "tries per S3 call, retries included", S3_MAX_ATTEMPTS),
     _v(MODELS_ENV, "refresh", "the models file (--models)", MODELS_FILE),
     _v(WORKERS_ENV, "refresh", "files in flight at once (--workers)", WORKERS),
     _v(SCRATCH_DIR_ENV, "refresh", "where downloads wait for upload (--scratch-dir); default: the temp dir"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ import pytest
 from hf_cache import treelisting
 from hf_cache.errors import IntegrityError, S3NotFoundError, StorageError
 from hf_cache.modelsfile import ModelEntry
-from hf_cache.refresh.checksums import Digest, b64_of_hex, hash_fd
+from hf_cache.refresh.checksums import MULTIPART_THRESHOLD, Digest, FileStamp, b64_of_hex, hash_fd
 from hf_cache.refresh.manifest import PublishedFile, published_files
 from hf_cache.refresh.plan import (
     Action,
@@ -25,6 +26,8 @@ from hf_cache.refresh.plan import (
     Reusable,
     copy_problem,
     copy_source,
+    fetch_problem,
+    reuse_hash,
     upload_problem,
 )
 from hf_cache.refresh.publish import Publisher
@@ -86,6 +89,53 @@ def test_an_upload_counts_only_when_s3s_checksum_is_the_one_hashed() -> None:
     local = upload_problem("org/x@main", f, d, changed, in_place=True)
     assert isinstance(hub, IntegrityError) and "S3's checksum does not match" in str(hub)
     assert isinstance(local, IntegrityError) and "a.bin changed while it was being published" in str(local)
+
+
+# -- fetched bytes against the listing ----------------------------------------------------------------------------
+def test_fetched_bytes_are_checked_by_size_then_sha256_else_git_blob_id() -> None:
+    data = b'{"a": 1}\n'
+    blob, sha = git_blob_id(data), hashlib.sha256(data).hexdigest()
+    good = Digest(sha, blob, len(data), b64_of_hex(sha))
+    small = RepoFile("c.json", len(data), None, blob, lfs=False)
+    lfs = RepoFile("w.bin", len(data), sha, lfs_blob_id(sha, len(data)), lfs=True)
+    assert fetch_problem("org/x@main", small, good, in_place=False) is None
+    assert fetch_problem("org/x@main", lfs, Digest(sha, None, len(data), b64_of_hex(sha)), in_place=False) is None
+    other = b'{"a": 2}\n'  # same size, other bytes
+    wrong = Digest(hashlib.sha256(other).hexdigest(), git_blob_id(other), len(other), "ck")
+    for f, expected, actual in ((small, blob, git_blob_id(other)), (lfs, sha, wrong.sha256)):
+        problem = fetch_problem("org/x@main", f, wrong, in_place=False)
+        assert isinstance(problem, IntegrityError)
+        assert (
+            f"{f.path} {'sha256' if f.sha256 else 'git blob id'} {actual} does not match the source's {expected}"
+            in (str(problem))
+        )
+    empty = fetch_problem("org/x@main", small, Digest(hashlib.sha256(b"").hexdigest(), git_blob_id(b""), 0, ""), False)
+    assert isinstance(empty, IntegrityError) and "c.json is 0 bytes, the source listed 9" in str(empty)
+    # Nothing to check against: refused, never published unverified.
+    unknown = fetch_problem("org/x@main", RepoFile("c.json", len(data)), good, in_place=False)
+    assert isinstance(unknown, IntegrityError) and "cannot be verified" in str(unknown)
+    # A local file hashed at resolve and different now: it changed under us.
+    local = fetch_problem("org/x@main", lfs, wrong, in_place=True)
+    assert isinstance(local, IntegrityError) and "w.bin changed while it was being published" in str(local)
+
+
+def test_a_sources_hash_stands_in_only_for_the_very_file_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    with path.open("rb") as f:
+        digest = hash_fd(f.fileno(), blob_id=False)
+    now = FileStamp.of(path.stat())
+    small, lfs = RepoFile("f", 3, None, git_blob_id(b"abc")), RepoFile("f", 3, digest.sha256)
+    assert digest.stamp == now and reuse_hash(lfs, digest, now)
+    assert not reuse_hash(small, digest, now)  # it has no git blob id to check against: hashed again
+    assert not reuse_hash(lfs, None, now)  # the source hashed nothing
+    unstamped = Digest(digest.sha256, digest.blob_id, 3, digest.s3_checksum)  # made up, not taken by hash_fd
+    assert not reuse_hash(lfs, unstamped, now)
+    path.write_bytes(b"abd")  # same size, rewritten since
+    assert not reuse_hash(lfs, digest, FileStamp.of(path.stat()))
+    other = tmp_path / "g"
+    other.write_bytes(b"abc")
+    assert not reuse_hash(lfs, digest, FileStamp.of(other.stat()))  # a hash of another file with the same bytes
 
 
 # -- the manifest and tree-listing line of a file -----------------------------------------------------------------
@@ -164,8 +214,9 @@ def test_last_success_survives_failed_runs_and_ad_hoc_runs_leave_the_scheduled_r
 class MemorySource:
     """A third kind of source, as a ModelScope one would be: publish must need nothing but the protocol."""
 
-    def __init__(self, files: dict[str, bytes]) -> None:
+    def __init__(self, files: dict[str, bytes], offer_hash: bool = True) -> None:
         self.files = files
+        self.offer_hash = offer_hash  # hand publish a hash of the download (a source may; publish then reuses it)
         self.completed: list[str] = []
 
     def resolve(self, entry: ModelEntry) -> Snapshot:
@@ -189,6 +240,8 @@ class MemorySource:
         # One name per file: publish fetches with several workers at once (a count of the folder raced).
         path = dest_dir / (hashlib.sha256(file.path.encode()).hexdigest() + ".part")
         path.write_bytes(self.files[file.path])
+        if not self.offer_hash:
+            return Fetched(path, None, in_place=False)
         with path.open("rb") as f:
             return Fetched(path, hash_fd(f.fileno()), in_place=False)
 
@@ -219,6 +272,170 @@ def test_a_new_source_is_one_class_publish_needs_nothing_else(s3_server: S3Serve
     again = publisher.publish(ModelEntry("org/mem"))
     assert again.state is RepoState.OK and again.bytes_skipped == sum(map(len, files.values()))
     assert set(objects(client, bucket)) == before
+
+
+class LyingSource(MemorySource):
+    """Lists the true files (``files``) but serves other bytes for some (``served``, or ``write`` for big ones), and
+    may hand over a forged hash of the true bytes: publish must refuse those files whatever the source says."""
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        served: dict[str, bytes] | None = None,
+        write: dict[str, Callable[[Path], None]] | None = None,
+        listing: dict[str, RepoFile] | None = None,
+        forge: bool = False,
+    ) -> None:
+        super().__init__(files)
+        self.served, self.write, self.listing, self.forge = served or {}, write or {}, listing or {}, forge
+
+    def resolve(self, entry: ModelEntry) -> Snapshot:
+        snap = super().resolve(entry)
+        return Snapshot(snap.repo_id, snap.repo_type, snap.sha, (*snap.files, *self.listing.values()))
+
+    def complete(self, entry: ModelEntry, snapshot: Snapshot, file: RepoFile) -> RepoFile:
+        return self.listing.get(file.path) or super().complete(entry, snapshot, file)
+
+    def fetch(
+        self,
+        entry: ModelEntry,
+        snapshot: Snapshot,
+        file: RepoFile,
+        dest_dir: Path,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Fetched:
+        path = dest_dir / (hashlib.sha256(file.path.encode()).hexdigest() + ".part")
+        if file.path in self.write:
+            self.write[file.path](path)
+        else:
+            path.write_bytes(self.served.get(file.path, self.files.get(file.path, b"")))
+        if not self.forge:
+            return Fetched(path, None, in_place=False)
+        # A hash of the listed bytes, taken by hash_fd of another file: it names the truth, not these bytes.
+        true = dest_dir / (path.name + ".true")
+        true.write_bytes(self.files[file.path])
+        with true.open("rb") as f:
+            forged = hash_fd(f.fileno())
+        true.unlink()
+        return Fetched(path, forged, in_place=False)
+
+
+LIES = {
+    "other bytes": b'{"a": 22}\n',  # another size
+    "truncated": b"",  # the object once published empty with state OK
+    "same size": b'{"a": 2}\n',
+}
+
+
+@pytest.mark.parametrize("forge", [False, True], ids=["honest-hash", "forged-hash"])
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_publish_refuses_bytes_that_are_not_the_listed_file(
+    s3_server: S3Server, bucket: str, tmp_path: Path, lie: str, forge: bool
+) -> None:
+    """A source that serves other bytes than it lists fails that repo, naming the file and both ids; nothing of the
+    file is uploaded, no ref or manifest is written, the next repo publishes."""
+    true = {"config.json": b'{"a": 1}\n', "w.bin": b"\1" * 4096}
+    liar = LyingSource(true, served={"config.json": LIES[lie]}, forge=forge)
+    honest = MemorySource({"config.json": b"{}"})
+    client = s3_server.client()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    sources = {"org/liar": liar, "org/honest": honest}
+    publisher = Publisher(
+        Target(client, bucket, "p"), HubSource(), scratch, workers=2, sources=lambda e: sources[e.repo_id]
+    )
+    bad = publisher.publish(ModelEntry("org/liar"))
+    good = publisher.publish(ModelEntry("org/honest"))
+    assert bad.state is RepoState.FAILED and good.state is RepoState.OK, (bad.error, good.error)
+    error = bad.error or ""
+    served = LIES[lie]
+    if len(served) != len(true["config.json"]):
+        assert f"config.json is {len(served)} bytes, the source listed {len(true['config.json'])}" in error, error
+    else:
+        expected, actual = git_blob_id(true["config.json"]), git_blob_id(served)
+        assert f"config.json git blob id {actual} does not match the source's {expected}" in error, error
+    assert "\n" not in error and "not published" in error
+    keys = set(objects(client, bucket))
+    assert not [k for k in keys if "models--org--liar" in k and k.endswith("config.json")], "the lie was uploaded"
+    assert not [k for k in keys if "models--org--liar" in k and ("/refs/" in k or "/manifests/" in k)]
+    assert "p/hub/models--org--honest/refs/main" in keys
+    assert list(scratch.iterdir()) == []  # the refused download was deleted too
+
+
+def test_publish_refuses_a_big_lfs_file_with_the_right_size_and_other_bytes(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Above the multipart threshold, checked against the LFS sha256 before any part is sent."""
+    size = MULTIPART_THRESHOLD + 5 * 1024 * 1024 + 3
+
+    def sparse(path: Path, mark: bytes) -> None:
+        with path.open("wb") as f:
+            f.truncate(size)
+            f.seek(size // 2)
+            f.write(mark)
+
+    truth = tmp_path / "truth"
+    sparse(truth, b"true")
+    with truth.open("rb") as f:
+        sha = hash_fd(f.fileno(), blob_id=False).sha256
+    truth.unlink()
+    listed = RepoFile("model.safetensors", size, sha, lfs_blob_id(sha, size), lfs=True)
+    liar = LyingSource(
+        {"config.json": b"{}"}, listing={listed.path: listed}, write={listed.path: lambda p: sparse(p, b"lie!")}
+    )
+    client = s3_server.client()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    publisher = Publisher(Target(client, bucket, "p"), HubSource(), scratch, workers=2, sources=lambda e: liar)
+    result = publisher.publish(ModelEntry("org/big-liar"))
+    assert result.state is RepoState.FAILED, "published a big file that is not the listed one"
+    error = result.error or ""
+    assert "model.safetensors sha256 " in error and f"does not match the source's {sha}" in error, error
+    assert not [k for k in objects(client, bucket) if "big-liar" in k and ("model.safetensors" in k or "/refs/" in k)]
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert list(scratch.iterdir()) == []
+
+
+def test_publish_hashes_each_file_once_whichever_source_fetched_it(
+    s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local folder's files, hashed at resolve, are not read again to verify them (their stamped hash is reused);
+    a source that hands over no hash gets each file hashed by publish exactly once."""
+    from hf_cache.refresh import publish as publish_module
+    from hf_cache.refresh import source as source_module
+
+    hashed: dict[str, list[int]] = {"publish": [], "source": []}
+
+    def counting(who: str, real: Callable[..., Digest]) -> Callable[..., Digest]:
+        def run(fd: int, blob_id: bool = True) -> Digest:
+            hashed[who].append(os.fstat(fd).st_size)
+            return real(fd, blob_id=blob_id)
+
+        return run
+
+    monkeypatch.setattr(publish_module, "hash_fd", counting("publish", publish_module.hash_fd))
+    monkeypatch.setattr(source_module, "hash_fd", counting("source", source_module.hash_fd))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_bytes(b'{"a": 1}\n')
+    (folder / "w.bin").write_bytes(b"\2" * (LFS_THRESHOLD + 1))
+    client = s3_server.client()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    memory = MemorySource({"config.json": b"{}", "w.bin": b"\3" * 4096}, offer_hash=False)
+    sources = {
+        "org/local": publish_module.source_for(ModelEntry("org/local", source=folder), HubSource()),
+        "org/mem": memory,
+    }
+    publisher = Publisher(
+        Target(client, bucket, "p"), HubSource(), scratch, workers=2, sources=lambda e: sources[e.repo_id]
+    )
+    local = publisher.publish(ModelEntry("org/local", source=folder))
+    assert local.state is RepoState.OK and local.files_uploaded == 2, local.error
+    assert sorted(hashed["source"]) == [9, LFS_THRESHOLD + 1] and hashed["publish"] == []
+    mem = publisher.publish(ModelEntry("org/mem"))
+    assert mem.state is RepoState.OK and mem.files_uploaded == 2, mem.error
+    assert sorted(hashed["publish"]) == [2, 4096]
 
 
 def test_the_store_answers_absent_as_none_and_every_failure_as_our_type(s3_server: S3Server, bucket: str) -> None:

@@ -56,6 +56,26 @@ def same_checksum(a: str | None, b: str | None) -> bool:
 
 
 @dataclass(frozen=True)
+class FileStamp:
+    """Which file, in which state: a hash taken of one file is reused for that file only while it is unchanged.
+
+    Publish hashes what it uploads unless a source hands it a hash of the very file it is about to read (same inode,
+    size and change times as when hashed), so a source that hashed its bytes once (a local folder, at resolve) costs
+    no second pass, and a source that hands over a hash of other bytes (or of a file rewritten since) cannot.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @staticmethod
+    def of(st: os.stat_result) -> FileStamp:
+        return FileStamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
 class Digest:
     """What one pass over a file's bytes yields."""
 
@@ -63,6 +83,7 @@ class Digest:
     blob_id: str | None  # git blob id (sha1 of "blob <len>\\0" + bytes); None when not asked for
     size: int
     s3_checksum: str  # what S3's ChecksumSHA256 of this file, uploaded by publish, must be
+    stamp: FileStamp | None = None  # the file hashed, unchanged from the first byte read to the last (hash_fd only)
 
 
 def hash_fd(fd: int, blob_id: bool = True) -> Digest:
@@ -70,7 +91,8 @@ def hash_fd(fd: int, blob_id: bool = True) -> Digest:
 
     Reads from the descriptor until EOF; a file whose size changes under us is an error, not a silent mix.
     """
-    expected = os.fstat(fd).st_size
+    before = FileStamp.of(os.fstat(fd))
+    expected = before.size
     whole = hashlib.sha256()
     sha1 = hashlib.sha1(b"blob %d\0" % expected) if blob_id else None
     multipart = is_multipart(expected)
@@ -95,11 +117,13 @@ def hash_fd(fd: int, blob_id: bool = True) -> Digest:
     if part is not None and in_part:
         parts.append(part.digest())
     sha256 = whole.hexdigest()
+    after = FileStamp.of(os.fstat(fd))
     return Digest(
         sha256,
         sha1.hexdigest() if sha1 is not None else None,
         size,
         composite(parts) if multipart else b64_of_hex(sha256),
+        stamp=after if after == before else None,  # rewritten while read (same size): not a hash to reuse
     )
 
 

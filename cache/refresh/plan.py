@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hf_cache.errors import HfCacheError, IntegrityError, StorageError
-from hf_cache.refresh.checksums import Digest, b64_of_hex, is_multipart, same_checksum
+from hf_cache.refresh.checksums import Digest, FileStamp, b64_of_hex, is_multipart, same_checksum
 from hf_cache.refresh.source import RepoFile
 
 
@@ -124,6 +124,61 @@ def copy_source(file: RepoFile, reusable: Mapping[str, Reusable]) -> Reusable | 
     if known is None or file.size not in (None, known.size):
         return None
     return known
+
+
+def needs_blob_id(file: RepoFile) -> bool:
+    """A file the source gave no sha256 for is checked against its git blob id: the hash must include it."""
+    return file.sha256 is None
+
+
+def reuse_hash(file: RepoFile, offered: Digest | None, now: FileStamp) -> bool:
+    """Whether the hash a source handed over with its bytes can stand for publish's own pass over them.
+
+    Only a hash taken by ``hash_fd`` of this very file, unchanged since (its stamp), and complete enough for the check
+    ``fetch_problem`` makes; anything else (no hash, a hash of other bytes, a file rewritten since) is hashed again.
+    """
+    if offered is None or offered.stamp is None or offered.stamp != now:
+        return False
+    return offered.blob_id is not None or not needs_blob_id(file)
+
+
+def fetch_problem(repo: str, file: RepoFile, digest: Digest, in_place: bool) -> IntegrityError | None:
+    """What is wrong with fetched bytes against what the source listed for them; None when they are the file.
+
+    The one check every file passes before upload, whatever source fetched it: the size, then the sha256 for files
+    the source gave one (LFS files), else the git blob id (``sha1("blob <size>\\0" + bytes)``). A file the source
+    gave neither for cannot be verified and is refused. ``in_place``: the source's own file, hashed when the source
+    was resolved, so a mismatch means it changed under us.
+    """
+    if in_place:
+        changed = f"{repo}: {file.path} changed while it was being published"
+        again = "run refresh again once it is stable"
+        if file.size is not None and digest.size != file.size:
+            return IntegrityError(f"{changed} ({digest.size} bytes now, {file.size} when hashed); {again}")
+        if file.sha256 is not None and digest.sha256 != file.sha256:
+            return IntegrityError(f"{changed} (sha256 {digest.sha256} now, {file.sha256} when hashed); {again}")
+        if file.sha256 is None and (file.blob_id is None or digest.blob_id != file.blob_id):
+            return IntegrityError(f"{changed} (git blob id {digest.blob_id} now, {file.blob_id} when hashed); {again}")
+        return None
+    bad = "the download or the source is corrupt: not published"
+    if file.size is not None and digest.size != file.size:
+        return IntegrityError(f"{repo}: {file.path} is {digest.size} bytes, the source listed {file.size}; {bad}")
+    if file.sha256 is not None:
+        if digest.sha256 != file.sha256:
+            return IntegrityError(
+                f"{repo}: {file.path} sha256 {digest.sha256} does not match the source's {file.sha256}; {bad}"
+            )
+        return None
+    if file.blob_id is None:
+        return IntegrityError(
+            f"{repo}: {file.path}: the source gave no sha256 or git blob id for it, so its bytes cannot be verified;"
+            " not published (the server must list checksums or send them as the file's ETag)"
+        )
+    if digest.blob_id != file.blob_id:
+        return IntegrityError(
+            f"{repo}: {file.path} git blob id {digest.blob_id} does not match the source's {file.blob_id}; {bad}"
+        )
+    return None
 
 
 def copy_problem(repo: str, file: RepoFile, plan: FilePlan, head: ObjectState | None) -> HfCacheError | None:

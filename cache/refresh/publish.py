@@ -12,7 +12,9 @@ status row are their own modules (manifest.py, hf_cache.treelisting, status.py).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -23,11 +25,18 @@ from pathlib import Path
 from boto3.s3.transfer import TransferConfig
 
 from hf_cache import __version__, layout, treelisting
-from hf_cache.errors import HfCacheError, HubError
+from hf_cache.errors import HfCacheError, HubError, IntegrityError
 from hf_cache.logs import redact
 from hf_cache.modelsfile import ModelEntry
 from hf_cache.progress import Progress, plural
-from hf_cache.refresh.checksums import MULTIPART_THRESHOLD, part_size_for
+from hf_cache.refresh.checksums import (
+    MULTIPART_THRESHOLD,
+    ChangedWhileHashing,
+    Digest,
+    FileStamp,
+    hash_fd,
+    part_size_for,
+)
 from hf_cache.refresh.manifest import PublishedFile, published_files
 from hf_cache.refresh.plan import (
     Action,
@@ -37,10 +46,13 @@ from hf_cache.refresh.plan import (
     copy_problem,
     copy_source,
     decide,
+    fetch_problem,
+    needs_blob_id,
+    reuse_hash,
     upload_problem,
     vouched,
 )
-from hf_cache.refresh.source import HubSource, RepoFile, Snapshot, Source, lfs_blob_id, source_for
+from hf_cache.refresh.source import Fetched, HubSource, RepoFile, Snapshot, Source, lfs_blob_id, source_for
 from hf_cache.refresh.status import RepoResult, RepoState, now_iso
 from hf_cache.refresh.store import Target, server_copy
 from hf_cache.s3errors import BOTO_ERRORS, s3_errors, translate
@@ -295,14 +307,14 @@ class Publisher:
         return PublishedFile.of(file, plan.size, plan.sha256, plan.blob_id, head.checksum)
 
     def _upload(self, job: _Job, file: RepoFile, plan: FilePlan, result: RepoResult) -> PublishedFile:
-        """Fetch the bytes from the source (verified there), upload them asking S3 for its SHA-256, and accept them
-        only when S3's checksum is the one hashed before the upload."""
+        """Fetch the bytes from the source, verify them against the listing, upload them asking S3 for its SHA-256,
+        and accept them only when S3's checksum is the one hashed before the upload."""
         t = self.target
         key = job.key(t, file.path)
         # bytes counted as they arrive: the progress moves during a long download too
         fetched = job.source.fetch(job.entry, job.snapshot, file, self.scratch, on_bytes=self.progress.received)
-        digest = fetched.digest
         try:
+            digest = self._verified(job, file, fetched)
             blob_id = digest.blob_id or lfs_blob_id(digest.sha256, digest.size)
             with s3_errors(t.bucket, key, "upload to"):
                 t.client.upload_file(
@@ -327,6 +339,36 @@ class Publisher:
             result.files_uploaded += 1
         self.progress.advance(0, 1)  # its bytes were counted as they were sent
         return PublishedFile.of(file, digest.size, digest.sha256, blob_id, head.checksum)
+
+    def _verified(self, job: _Job, file: RepoFile, fetched: Fetched) -> Digest:
+        """The fetched bytes' hash, checked against the listing (plan.fetch_problem) before anything is uploaded.
+
+        Whatever the source says: its bytes are hashed here, once, unless the source handed over a hash of this very
+        file, unchanged since (``reuse_hash``: a local folder hashed at resolve is not read twice).
+        """
+        repo = job.entry.display
+        try:
+            fd = os.open(fetched.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise IntegrityError(f"{repo}: cannot open {file.path} as fetched ({exc.strerror})") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise IntegrityError(f"{repo}: {file.path} as fetched is not a regular file: not published")
+            if reuse_hash(file, fetched.digest, FileStamp.of(st)):
+                assert fetched.digest is not None
+                digest = fetched.digest
+            else:
+                os.set_blocking(fd, True)
+                try:
+                    digest = hash_fd(fd, blob_id=needs_blob_id(file))
+                except ChangedWhileHashing as exc:
+                    raise IntegrityError(f"{repo}: {file.path} changed while it was being hashed ({exc})") from None
+        finally:
+            os.close(fd)
+        if (problem := fetch_problem(repo, file, digest, fetched.in_place)) is not None:
+            raise problem
+        return digest
 
     def _published_files(self, entry: ModelEntry, sha: str) -> dict[str, Reusable]:
         """sha256 -> a file of another published snapshot of this repo, as its manifest recorded it."""

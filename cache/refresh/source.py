@@ -1,8 +1,9 @@
 """Where a repo's files come from: the Hub (or a Hub-compatible server), or a local folder.
 
 A source resolves a requested revision to an immutable commit and lists its files with whatever checksums it
-can vouch for; publish verifies every downloaded byte against them. Independent Hub-compatible servers may omit
-sizes or LFS hashes: then the file's HEAD (size, ETag) is the fallback, and nothing here crashes on absent fields.
+can vouch for; publish verifies every fetched byte against them (plan.fetch_problem), whatever the source.
+Independent Hub-compatible servers may omit sizes or LFS hashes: then the file's HEAD (size, ETag) is the
+fallback, and nothing here crashes on absent fields.
 """
 
 from __future__ import annotations
@@ -62,15 +63,6 @@ def lfs_blob_id(sha256: str, size: int) -> str:
     return git_blob_id(LFS_POINTER.format(sha=sha256, size=size).encode())
 
 
-def hash_file(path: Path, blob_id: bool = True) -> Digest:
-    """Hash a file we own (a scratch download) in one pass: sha256, git blob id, S3 checksum, size."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        return hash_fd(fd, blob_id=blob_id)
-    finally:
-        os.close(fd)
-
-
 def safe_repo_path(path: str, origin: str = "the server") -> str:
     """Refuse names that would escape the snapshot folder (``..``, absolute paths, empty segments) or that S3 and
     the mount cannot carry (not UTF-8)."""
@@ -88,25 +80,17 @@ def safe_repo_path(path: str, origin: str = "the server") -> str:
     return str(PurePosixPath(path))
 
 
-def verify_download(file: RepoFile, local: Path, repo: str) -> Digest:
-    """Hash a downloaded file and compare with every checksum the source gave."""
-    digest = hash_file(local)
-    sha256, blob_id, size = digest.sha256, digest.blob_id, digest.size
-    if file.size is not None and file.size != size:
-        raise IntegrityError(f"{repo}: {file.path} is {size} bytes, the source said {file.size}")
-    if file.sha256 is not None and file.sha256 != sha256:
-        raise IntegrityError(f"{repo}: {file.path} sha256 {sha256} does not match the source's {file.sha256}")
-    if file.blob_id is not None and file.sha256 is None and file.blob_id != blob_id:
-        raise IntegrityError(f"{repo}: {file.path} git blob id {blob_id} does not match the source's {file.blob_id}")
-    return digest
-
-
 @dataclass(frozen=True)
 class Fetched:
-    """One file's bytes, ready to upload, and what they hash to (checked against every checksum the source gave)."""
+    """One file's bytes, not yet verified: publish checks them against the listing before it uploads them.
+
+    ``digest``: a hash the source already took of this very file with ``checksums.hash_fd`` (a local folder hashes
+    every file to name its commit), or None. Publish reuses it instead of reading the file again only while the
+    file's stamp (inode, size, change times) is the one hashed; otherwise it hashes the file itself.
+    """
 
     path: Path
-    digest: Digest
+    digest: Digest | None
     in_place: bool  # the source's own file, read where it is: never deleted, and it may change under us
 
     def release(self) -> None:
@@ -119,7 +103,8 @@ class Source(Protocol):
     """What publish needs from a source; publish never asks which source it has.
 
     A new source (ModelScope, another mirror) is one class implementing these four methods and one branch in
-    ``source_for``: verification, the S3 layout, the lease and the ref-last atomicity come with publish.
+    ``source_for``: verification of every fetched file against the listing, the S3 layout, the lease and the
+    ref-last atomicity come with publish.
     """
 
     def resolve(self, entry: ModelEntry) -> Snapshot:
@@ -138,8 +123,8 @@ class Source(Protocol):
         dest_dir: Path,
         on_bytes: Callable[[int], None] | None = None,
     ) -> Fetched:
-        """The file's bytes, verified against the listing; a download goes to ``dest_dir`` (bounded scratch) and
-        reports its bytes to ``on_bytes`` as they arrive."""
+        """The file's bytes (publish verifies them: a source need not); a download goes to ``dest_dir`` (bounded
+        scratch) and reports its bytes to ``on_bytes`` as they arrive."""
         ...
 
     def origin(self, entry: ModelEntry) -> str:
@@ -158,6 +143,9 @@ class LocalSource:
     never opened (opening a FIFO blocks; ``/dev/zero`` never ends). Files are opened with ``O_NOFOLLOW`` and checked
     with ``fstat`` on the open descriptor, so a file swapped for a link or a FIFO after the walk is refused too.
     """
+
+    def __init__(self) -> None:
+        self._hashed: dict[Path, Digest] = {}  # real path -> its hash at resolve (stamped): fetch hands it to publish
 
     def resolve(self, entry: ModelEntry) -> Snapshot:
         assert entry.source is not None
@@ -193,6 +181,7 @@ class LocalSource:
         def describe(item: tuple[str, Path]) -> RepoFile:
             rel, real = item
             digest = self._hash(entry, rel, real)
+            self._hashed[real] = digest
             assert digest.blob_id is not None or digest.size >= LFS_THRESHOLD
             return RepoFile(
                 path=rel,
@@ -275,8 +264,9 @@ class LocalSource:
         """Local files need no download: publish reads them in place (no scratch disk used; the upload counts the
         bytes).
 
-        The path is re-checked (a regular file, inside the folder) right before publish opens it; the bytes S3 keeps
-        are then checked against the hash taken at resolve time, so a file rewritten in between is caught.
+        The path is re-checked (a regular file, inside the folder) right before publish opens it. The hash taken at
+        resolve goes with it: publish reuses it while the file is unchanged (no second read) and hashes again when it
+        is not, and the bytes S3 keeps are checked against it, so a file rewritten in between is caught.
         """
         assert entry.source is not None
         assert file.size is not None and file.sha256 is not None and file.blob_id is not None
@@ -285,7 +275,7 @@ class LocalSource:
         if real is None:
             raise IntegrityError(f"{entry.display}: {file.path} disappeared while it was being published")
         os.close(self.open_regular(entry, file.path, real))
-        return Fetched(real, Digest(file.sha256, file.blob_id, file.size, file.s3_checksum or ""), in_place=True)
+        return Fetched(real, self._hashed.get(real), in_place=True)
 
     def origin(self, entry: ModelEntry) -> str:
         return str(entry.source)
@@ -408,8 +398,8 @@ class HubSource:
         dest_dir: Path,
         on_bytes: Callable[[int], None] | None = None,
     ) -> Fetched:
-        """Download one file into ``dest_dir`` (scratch: one file per worker at a time bounds the disk) and verify it
-        against the listing; a file that fails verification is deleted before the error is raised.
+        """Download one file into ``dest_dir`` (scratch: one file per worker at a time bounds the disk); publish
+        hashes and verifies it (one pass) and deletes it after the upload or the refusal.
 
         ``on_bytes`` hears each chunk as it arrives (refresh's progress), through huggingface_hub's ``tqdm_class``
         hook: no bar of its own is drawn.
@@ -434,12 +424,7 @@ class HubSource:
         final = dest_dir / (work.name + ".part")
         os.replace(path, final)
         shutil.rmtree(work, ignore_errors=True)
-        try:
-            digest = verify_download(file, final, entry.display)
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
-        return Fetched(final, digest, in_place=False)
+        return Fetched(final, None, in_place=False)
 
 
 def _hub_lfs(sha256: str | None, blob_id: str | None) -> bool | None:
