@@ -58,6 +58,16 @@ class MountMetrics:
         self.hung = Counter(
             "hfcache_mount_hung", "Times rclone was killed because the mount stopped answering", registry=r
         )
+        self.prelisted = Counter(
+            "hfcache_prelisted_folders",
+            "Snapshot folders the supervisor had rclone list before any job opened them (prelist.py)",
+            registry=r,
+        )
+        self.prelist_failures = Counter(
+            "hfcache_prelist_failures",
+            "Snapshot folder listings that failed (retried on the next poll; a job's first open would list it itself)",
+            registry=r,
+        )
         self.cache_max.set(cache_max_bytes)
         self._lock = threading.Lock()
         self._last_rclone_bytes = 0

@@ -70,9 +70,12 @@ def rclone_args(cfg: MountConfig) -> list[str]:
       apart (tested with unchanged size and mtime metadata).
     - use-server-modtime: a file's modtime is the listing's LastModified; without it rclone sends one HEAD per
       file stat to read mtime metadata (measured: 20 HEADs to stat 20 listed files, 0 with it).
-    - timeout / contimeout = --io-timeout / 24, low-level-retries 1: rclone's VFS gives up on a read after 10-12
-      failed downloads, each up to two timeouts against a black-holed S3; so an uncached read fails with EIO within
-      about --io-timeout instead of hanging for the outage (rclone's defaults: over 5 minutes).
+    - timeout / contimeout = --io-timeout / 24, low-level-retries 1: rclone's VFS gives up on a read after 11
+      failed downloads, each one GET tried twice by the S3 pacer (the SDK retries nothing more), each try up to one
+      timeout against a black-holed S3; so an uncached read fails with EIO within about --io-timeout instead of
+      hanging for the outage (rclone's defaults: over 5 minutes). When S3 answers 5xx at once, the pacer's sleep
+      (doubling to 2 s between any two requests of this rclone) sets the time instead: ~30 s for a lone read, about
+      k times that for k reads at once (tests/test_mount_outage.py); no flag changes that sleep.
     - allow-non-empty: a stray file in the unmounted mountpoint must not keep the cache down (it is hidden, counted
       in hfcache_mountpoint_stray_entries and logged by the supervisor).
     - buffer-size 4M, vfs-read-ahead 0: bounded memory per open file (loaders open ~150 shards at once);

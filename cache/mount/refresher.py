@@ -5,8 +5,13 @@ fails after rclone's retries, and so does the open, even of a file whose bytes a
 runs with listings that never expire by themselves, and the supervisor asks it (rc ``vfs/refresh``) to re-list the
 folders that can change when status.json (one GET, 304 while unchanged) says a refresh published something new: the
 root, ``hf-cache/``, ``hub/``, and each repo's own folder, ``refs/``, ``snapshots/`` and ``trees/``. Snapshot folders
-are immutable and never re-listed. A failed re-list keeps the last known listing: refs keep their last known value
-and cached bytes stay readable for as long as S3 is away.
+are immutable and never re-listed; each new one is listed once, recursively, by the supervisor right after it appears
+(prelist.py), so that a job's first open of a file in it does not depend on S3 answering at that moment.
+
+Re-lists are asked for only right after S3 answered the GET of status.json, because a failed non-recursive
+``vfs/refresh`` marks the folder's listing stale in rclone (vfs/dir.go readDir): its next lookup goes to S3, and
+during an outage fails with EIO. Between re-lists, refs keep their last known value and cached bytes stay readable
+for as long as S3 is away.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ def repo_folders(repo_dirs: Iterable[str]) -> list[str]:
     return dirs
 
 
-def vfs_refresh(rc_port: int, dirs: list[str], timeout: float) -> dict[str, str]:
-    """rclone rc ``vfs/refresh`` (non-recursive) of ``dirs``: each maps to "OK" or rclone's error for it."""
-    params: dict[str, Any] = {"recursive": "false"}
+def vfs_refresh(rc_port: int, dirs: list[str], timeout: float, recursive: bool = False) -> dict[str, str]:
+    """rclone rc ``vfs/refresh`` of ``dirs``: each maps to "OK" or rclone's error for it.
+
+    Non-recursive (a re-list) marks the folder's listing stale before asking S3, so a failure leaves it to be listed
+    again by the next lookup; recursive (prelist.py) lists first and keeps the old listing when that fails."""
+    params: dict[str, Any] = {"recursive": "true" if recursive else "false"}
     for i, d in enumerate(dirs):
         params["dir" if i == 0 else f"dir{i + 1}"] = d
     req = urllib.request.Request(

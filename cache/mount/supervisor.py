@@ -40,6 +40,7 @@ from hf_cache.mount.freshness import parse_status
 from hf_cache.mount.health import start_health_server
 from hf_cache.mount.metrics import MountMetrics
 from hf_cache.mount.prefetch import Policy, Prefetcher
+from hf_cache.mount.prelist import Prelist, batches, snapshot_folders
 from hf_cache.mount.rclone import rclone_args, rclone_binary, rclone_env
 from hf_cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
 from hf_cache.node.agent import start_for_mount as start_node_tier
@@ -100,6 +101,9 @@ class Supervisor:
         self._locks: list[IO[str]] = []
         self._prefetch: Prefetcher | None = None
         self._relist_failing = False
+        self._generation = 0  # rclone starts so far: a new one has no listings
+        self._prelist = Prelist()
+        self._prelist_failing = False
 
     # -- probes (state only: the HTTP handlers call these) -----------------------------------------------------
     def ready(self) -> bool:
@@ -147,6 +151,60 @@ class Supervisor:
         self._relist_failing = bool(bad)
         return not bad
 
+    def _see_snapshots(self, repo_dirs: list[str]) -> bool:
+        """Read each repo's just re-listed ``snapshots/`` through the mount (rclone answers from memory)."""
+        hub = self.cfg.mountpoint / layout.HUB_DIR
+
+        def scan() -> list[str]:
+            found: list[str] = []
+            for name in repo_dirs:
+                if "--" not in name:  # as refresher.repo_folders: only repo folders are ours
+                    continue
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    found += snapshot_folders(name, os.listdir(hub / name / layout.SNAPSHOTS_DIR))
+            return found
+
+        outcome = self._reader.run(scan, READ_PROBE_TIMEOUT)
+        if outcome.ok:
+            self._prelist.see(outcome.value)
+        else:
+            log.warning("cannot read the snapshot folders in %s: %s", hub, outcome.error or "timeout")
+        return outcome.ok
+
+    def _prelist_new(self) -> None:
+        """Have rclone list each snapshot folder not listed yet (prelist.py). Stops at the first batch with a
+        failure: S3 is failing, and the rest waits for the next poll like the failed ones."""
+        prelist = self._prelist
+        before = len(prelist.listed)
+        bad: dict[str, str] = {}
+        for batch in batches(prelist.todo()):
+            try:
+                result = vfs_refresh(self.cfg.rc_port, batch, RELIST_TIMEOUT, recursive=True)
+            except (OSError, ValueError) as exc:
+                bad = {batch[0]: f"rclone rc: {exc}"}
+                break
+            bad = prelist.record(result)
+            bad.update({d: "not in rclone's answer" for d in batch if d not in result})
+            if bad:
+                break
+        if len(prelist.listed) > before:
+            self.metrics.prelisted.inc(len(prelist.listed) - before)
+            log.info("listed %d new snapshot folders", len(prelist.listed) - before)
+        if bad:
+            self.metrics.prelist_failures.inc(len(bad))
+            if not self._prelist_failing:
+                first, why = next(iter(bad.items()))
+                log.warning(
+                    "cannot list %d snapshot folders from S3 (first: %s: %s); retrying on the next poll, until then "
+                    "a job's first open in one lists it itself",
+                    len(prelist.todo()),
+                    first,
+                    why,
+                )
+        elif self._prelist_failing:
+            log.info("listing snapshot folders works again")
+        self._prelist_failing = bool(bad)
+
     def _get_status(self, client: S3Client, etag: str | None) -> tuple[str | None, bytes | None]:
         """(etag, body) of status.json from S3; body None when unchanged since ``etag`` or not published."""
         key = layout.status_key(self.cfg.prefix.strip("/"))
@@ -166,14 +224,17 @@ class Supervisor:
 
     def _freshness_loop(self) -> None:
         """Every --freshness: GET status.json from S3 (1 request; 304 when unchanged). When a refresh has published
-        something new, re-list the folders it changes (refresher.py). When S3 does not answer, nothing is re-listed:
-        a failed re-list would drop rclone's listing, and with it the reads of cached files. Also times a bounded
+        something new, re-list the folders it changes (refresher.py), then list the snapshot folders that appeared
+        (prelist.py; also those that failed before, on every poll S3 answers). When S3 does not answer, nothing is
+        re-listed: a failed re-list would drop rclone's listing, and with it the reads of cached files. A new rclone
+        (restart) starts without listings, so everything is re-listed and pre-listed again. Also times a bounded
         read of status.json through the mount (the read probe)."""
         client = make_client(self.cfg.endpoint_url, self.cfg.region, max_attempts=1)
         status = self.cfg.mountpoint / layout.status_key("")
         hub = self.cfg.mountpoint / layout.HUB_DIR
         etag: str | None = None
         s3_failing = False
+        generation = 0
 
         def read() -> bytes | None:
             try:
@@ -191,6 +252,9 @@ class Supervisor:
         while not self.stop_event.wait(self.cfg.freshness if self._ready else 1.0):
             if not self._ready:
                 continue
+            if generation != self._generation:
+                generation, etag = self._generation, None
+                self._prelist.restarted()
             got = self._s3.run(functools.partial(self._get_status, client, etag), READ_PROBE_TIMEOUT)
             if not got.ok:
                 self.metrics.s3_errors.inc()
@@ -209,8 +273,9 @@ class Supervisor:
                     self._publish_freshness(body)
                     if all(self._relist(dirs) for dirs in top_level()):
                         listed = self._reader.run(repos, READ_PROBE_TIMEOUT)
-                        if listed.ok and self._relist(repo_folders(listed.value)):
+                        if listed.ok and self._relist(repo_folders(listed.value)) and self._see_snapshots(listed.value):
                             etag = new_etag  # done: until status.json changes, nothing to re-list
+                self._prelist_new()
             probe = self._reader.run(read, READ_PROBE_TIMEOUT)
             self.metrics.read_probe.set(probe.seconds)
             if not probe.ok:
@@ -263,6 +328,7 @@ class Supervisor:
             start_new_session=True,
         )
         self.metrics.new_generation()
+        self._generation += 1
         proc = self.proc
         output = self._output
 
