@@ -12,9 +12,14 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
+from hf_cache import settings
+from hf_cache.errors import ConfigError
 from hf_cache.lab.faultproxy import FaultProxy, Refuse
 from hf_cache.lab.s3server import S3Server
 from hf_cache.refresh.checksums import MULTIPART_THRESHOLD, PART_SIZE
+from hf_cache.s3 import make_client
 from tests.refresh_helpers import check_refs_complete, objects, read, run_refresh, status
 
 MiB = 1024 * 1024
@@ -142,3 +147,21 @@ def test_throttling_that_outlasts_the_retries_fails_that_repo_cleanly(
         assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # the failed upload aborted
     finally:
         _empty(client, bucket)
+
+
+def test_aws_max_attempts_sets_the_tries_per_call_and_a_bad_value_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's own variable, in boto3's meaning (tries, the first included), which our explicit retry Config would
+    otherwise hide."""
+    endpoint = "http://127.0.0.1:9"
+    monkeypatch.delenv(settings.MAX_ATTEMPTS_ENV, raising=False)
+    assert make_client(endpoint).meta.config.retries == {
+        "total_max_attempts": settings.S3_MAX_ATTEMPTS,
+        "mode": "standard",
+    }
+    monkeypatch.setenv(settings.MAX_ATTEMPTS_ENV, "3")
+    assert make_client(endpoint).meta.config.retries["total_max_attempts"] == 3
+    assert make_client(endpoint, max_attempts=1).meta.config.retries["total_max_attempts"] == 2  # the mount's own
+    for bad in ("0", "-1", "many"):
+        monkeypatch.setenv(settings.MAX_ATTEMPTS_ENV, bad)
+        with pytest.raises(ConfigError, match=f"AWS_MAX_ATTEMPTS='{bad}' is not a number of tries >= 1; unset it"):
+            make_client(endpoint)
