@@ -31,8 +31,9 @@ def test_snapshot_folders_are_named_from_the_repo_and_skip_hidden_entries() -> N
     assert snapshot_folders("models--org--m", []) == []
 
 
-def test_batches_keep_order_and_size() -> None:
-    assert batches(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
+def test_batches_probe_with_one_folder_then_keep_order_and_size() -> None:
+    assert batches(list("abcdef"), 2) == [["a"], ["b", "c"], ["d", "e"], ["f"]]
+    assert batches(["a"], 2) == [["a"]]
     assert batches([], 2) == []
 
 

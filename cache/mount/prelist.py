@@ -29,7 +29,10 @@ def snapshot_folders(repo_dir: str, entries: Iterable[str]) -> list[str]:
 
 
 def batches(folders: list[str], size: int = BATCH) -> list[list[str]]:
-    return [folders[i : i + size] for i in range(0, len(folders), size)]
+    """One folder first, then ``size`` per rc call. All S3 requests of an rclone share one pacer, which after a 5xx
+    spaces them 2 s apart: when S3 fails, the supervisor stops after one folder's two tries instead of holding every
+    job's uncached read back behind a whole batch of failing listings."""
+    return [folders[:1]] + [folders[i : i + size] for i in range(1, len(folders), size)] if folders else []
 
 
 @dataclass
