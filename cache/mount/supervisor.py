@@ -199,7 +199,7 @@ class Supervisor:
                     "a job's first open in one lists it itself",
                     len(prelist.todo()),
                     first,
-                    why,
+                    redact(why),
                 )
         elif self._prelist_failing:
             log.info("listing snapshot folders works again")
