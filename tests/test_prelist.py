@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import subprocess
+import threading
 import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from hf_cache.lab.mounting import RunningMount, start_mount
+from hf_cache.lab.net import free_port
 from hf_cache.lab.s3link import LinkParams, S3Link
 from hf_cache.lab.s3server import start_s3_server
 from hf_cache.mount.prelist import Prelist, batches, snapshot_folders
@@ -132,4 +137,106 @@ def test_snapshot_folders_no_reader_opened_are_listed_before_an_outage(tmp_path:
         if m is not None:
             m.stop()
         link.stop()
+        server.stop()
+
+
+class _ListFaults:
+    """A forwarding proxy on 127.0.0.1 that answers 503 SlowDown to listings under one prefix: the recursive listing
+    of a new snapshot folder fails while status.json and the re-list of ``snapshots/`` go through (s3link's faults
+    hit every request alike)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.fail_prefix: str | None = None
+        self.failed = 0
+        host = urllib.parse.urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                prefix = (query.get("prefix") or [""])[0]
+                if proxy.fail_prefix and prefix.startswith(proxy.fail_prefix):
+                    proxy.failed += 1
+                    err = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(err)))
+                    self.end_headers()
+                    self.wfile.write(err)
+                    return
+                conn = http.client.HTTPConnection(host.hostname or "127.0.0.1", host.port, timeout=30)
+                try:
+                    conn.request(self.command, self.path, body=body or None, headers=dict(self.headers))
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_snapshot_folder_whose_listing_failed_is_listed_on_a_later_poll(tmp_path: Path) -> None:
+    server = start_s3_server()
+    proxy = _ListFaults(server.endpoint)
+    m = None
+    try:
+        bucket = server.new_bucket()
+        client = server.client()
+        publish(
+            client,
+            bucket,
+            {
+                f"{SNAP1}/config.json": b"{}",
+                f"{ROOT}/refs/main": SHA1.encode(),
+                "hf-cache/status.json": _status("2026-11-27T08:00:00+00:00"),
+            },
+        )
+        m = start_mount(
+            bucket=bucket,
+            prefix="p",
+            env={**server.env(), "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_ENDPOINT_URL_S3": proxy.endpoint},
+            mountpoint=tmp_path / "mnt",
+            cache_dir=tmp_path / "cache",
+            extra_args=("--freshness", "1s"),
+        )
+        _prelisted(m, 1, timeout=15)
+        proxy.fail_prefix = f"p/{SNAP2}/"  # S3 fails the new snapshot folder's listing, nothing else
+        publish(client, bucket, {f"{SNAP2}/config.json": b"{}"})
+        publish(
+            client,
+            bucket,
+            {f"{ROOT}/refs/main": SHA2.encode(), "hf-cache/status.json": _status("2026-11-27T09:00:00+00:00")},
+        )
+        wait_for(lambda: m.metrics()["hfcache_prelist_failures_total"] >= 2, timeout=15)  # tried on two polls
+        assert m.metrics()["hfcache_prelisted_folders_total"] == 1
+        assert "cannot list 1 snapshot folders from S3" in m.log_path.read_text(errors="replace")
+        proxy.fail_prefix = None  # S3 recovers; status.json is unchanged, so only the retry can list it
+        _prelisted(m, 2, timeout=10)
+        assert "listing snapshot folders works again" in m.log_path.read_text(errors="replace")
+        assert proxy.failed >= 2
+    finally:
+        if m is not None:
+            m.stop()
+        proxy.stop()
         server.stop()
