@@ -14,7 +14,8 @@ reader's scattered page faults. A file armed and not read within ``ARM_FOR`` is 
 prefetcher watches rclone's cache file grow for ``FAST_WINDOW``: a reader whose own connection already fills it at
 ``--prefetch-fast-rate`` or more (loopback, a fast network) is left alone - extra streams there only cost CPU. rclone's
 own downloader for the reader stops when it runs into data a segment already fetched, and a segment's downloader
-stops where the reader's already fetched, so bytes cross the link about once.
+stops where the reader's already fetched, so bytes cross the link about once: 4-7 MiB more per segment end, so
+a file gets at most one segment end per ``MIN_PER_END`` (``plan``).
 
 A prefetch only ever adds reads of the same file through the same mount: when it fails (S3 error, stall, rclone
 restarted) it stops and is counted, and the reader's own reads go on as without it. Opens by this process (the
