@@ -20,10 +20,10 @@ from tests.test_mount import ROOT, SHA1, publish, wait_for
 # After each 5xx the pacer lets the next S3 request of the whole rclone go only after a sleep doubling from 10 ms to
 # 2 s (lib/pacer S3): ~22 requests, most 2 s apart, then the kernel's retry of the read costs one more failure.
 # Measured on 2 cores, a lone uncached read: 30.1-30.7 s in 5 runs, 30.1-31.0 s in 6 runs with both cores kept busy
-# (the pacer's sleeps are wall-clock time, so load hardly matters). The pacer is shared: every other S3 request of the same
-# rclone in the outage (another uncached read, the probe's read of a status.json not cached yet, the first listing
-# of a folder) takes turns with it, so k such readers take about k times as long (2 readers: 70-79 s, 2 runs); this
-# is how CI saw 94.6 s against a bound of 90 s when the outage began before the supervisor's probe had read the new
+# (the pacer's sleeps are wall-clock time, so load hardly matters). The pacer is shared: every other S3 request of the
+# same rclone in the outage (another uncached read, the probe's read of a status.json not cached yet, the first listing
+# of a folder) takes turns with it, so k such readers take about k times as long (2 readers: 70-79 s, 2 runs); this is
+# how CI saw 94.6 s against a bound of 90 s when the outage began before the supervisor's probe had read the new
 # status.json. With rclone's defaults (the flags dropped) the read is still blocked at BOUND + 10 s (planted: fails).
 BOUND = 60.0  # twice the lone read's time
 

@@ -24,9 +24,9 @@ import pytest
 from hf_cache.lab.mounting import RunningMount, start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
 from hf_cache.lab.s3server import S3Server
-from hf_cache.mount.prefetch import MIN_PER_END, Policy, fast_enough, marker_live, marker_path, plan, skip_reason
+from hf_cache.mount.prefetch import Policy, fast_enough, marker_live, marker_path, plan, skip_reason
 from hf_cache.readers.warm import prefetching_mount
-from hf_cache.transfer import MiB, plan_segments
+from hf_cache.transfer import PER_END, MiB, plan_segments
 from tests.conftest import require_tool
 from tests.test_warm import BIG, publish, settle, sparse_file
 
@@ -332,7 +332,7 @@ def test_plan_pays_each_segment_end_with_200_mib_of_file() -> None:
         segs = plan(size, 16)
         assert segs[0].offset == 0 and segs[-1].end == size
         assert all(a.end == b.offset for a, b in itertools.pairwise(segs))  # contiguous, in order
-        assert (len(segs) - 1) * MIN_PER_END <= size, (mb, [x.size // MiB for x in segs])
+        assert (len(segs) - 1) * PER_END <= size, (mb, [x.size // MiB for x in segs])
         for x in segs[:-1]:  # every end but end of file is where rclone's doubling requests end
             assert (x.size // chunk + 1) & (x.size // chunk) == 0 and x.size % chunk == 0, (mb, x)
     # the sizes measured

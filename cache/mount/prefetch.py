@@ -15,7 +15,7 @@ prefetcher watches rclone's cache file grow for ``FAST_WINDOW``: a reader whose 
 ``--prefetch-fast-rate`` or more (loopback, a fast network) is left alone - extra streams there only cost CPU. rclone's
 own downloader for the reader stops when it runs into data a segment already fetched, and a segment's downloader
 stops where the reader's already fetched, so bytes cross the link about once: 4-7 MiB more per segment end, so
-a file gets at most one segment end per ``MIN_PER_END`` (``plan``).
+a file gets at most one segment end per ``transfer.PER_END`` (``plan``).
 
 A prefetch only ever adds reads of the same file through the same mount: when it fails (S3 error, stall, rclone
 restarted) it stops and is counted, and the reader's own reads go on as without it. Opens by this process (the
@@ -45,15 +45,11 @@ from hf_cache.errors import MountError
 from hf_cache.mount.openwatch import Opened, OpenWatch
 from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.node import vfscache
-from hf_cache.transfer import MiB, Segment, aligned_segment, fill_segment, plan_segments
+from hf_cache.transfer import MiB, Segment, fill_segment, rclone_segments
 
 log = logging.getLogger(__name__)
 
 TOUCH = 1 * MiB  # within rclone's --buffer-size (4M): its downloader is reused, the segment is fetched whole
-MIN_SEGMENT = 48 * MiB  # warm's floor (readers/warm.py): smaller segments abandon more read-ahead per end
-# file bytes each segment end must pay for: an end costs ~4-7 MB fetched for nothing (plan), so one end per
-# 200 MiB keeps a file's S3 bytes within ~1.03x of its size (issue 11: <= 1.05x)
-MIN_PER_END = 200 * MiB
 DONE_MEMORY = 120.0  # seconds a finished file is not prefetched again (rclone writes its cache record late)
 MARKER_EVERY = 10.0  # seconds between touches of the marker hf-cache warm looks for
 FAST_WINDOW = 0.4  # seconds the reader's own fill rate is watched before deciding (adds this to a prefetch's start)
@@ -112,36 +108,8 @@ def fast_enough(policy: Policy, grown: int, seconds: float) -> bool:
 
 
 def plan(size: int, streams: int) -> list[Segment]:
-    """The segments a file is prefetched as: one per stream (``aligned_segment``), but no more than one segment end
-    per ``MIN_PER_END`` of the file. Pure.
-
-    Why: a segment's rclone downloader cannot stop at the segment's end. Its read-ahead buffer holds the segment's
-    last 4 KiB together with the next MiB, so it has already opened a ranged GET into the next segment (which
-    another stream fetched), and it stops only after writing 2 MiB more that are already cached; with what its
-    buffers and socket held meanwhile, 4-7 MB cross the link for nothing at each end (measured per ranged GET over
-    the S3-like link). 48 MiB segments cost a 210 MiB file 1.07-1.09x; 112 MiB ones a 2 GB file read by 4 readers
-    1.10-1.12x. When that bound binds, the segments are the aligned size whose longest segment is shortest (the
-    last one, ending at end of file, may be any length: it abandons nothing).
-    """
-    segments = plan_segments(size, aligned_segment(size, max(1, streams), READ_CHUNK, MIN_SEGMENT))
-    most = 1 + size // MIN_PER_END
-    if len(segments) <= most:
-        return segments
-    best: list[Segment] = [Segment(0, size)]
-    seg = READ_CHUNK
-    while seg < size:
-        found = _at_most(plan_segments(size, seg), most, size)
-        if seg >= MIN_SEGMENT and max(x.size for x in found) < max(x.size for x in best):
-            best = found
-        seg = 2 * seg + READ_CHUNK  # the next size ending where rclone's doubling requests end: 16 * (2**k - 1) MiB
-    return best
-
-
-def _at_most(segments: list[Segment], most: int, size: int) -> list[Segment]:
-    """``segments`` with those past the ``most``-th joined into it (it then runs to end of file)."""
-    if len(segments) <= most:
-        return segments
-    return [*segments[: most - 1], Segment(segments[most - 1].offset, size - segments[most - 1].offset)]
+    """The segments a file is prefetched as: the same cut as ``hf-cache warm`` (``transfer.rclone_segments``)."""
+    return rclone_segments(size, streams, READ_CHUNK)
 
 
 class PrefetchMetrics:

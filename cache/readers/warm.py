@@ -45,7 +45,7 @@ from hf_cache.progress import Progress
 from hf_cache.readers import nodecache
 from hf_cache.readers.nodecache import NodeCache, data_span
 from hf_cache.reponame import format_repo
-from hf_cache.transfer import MiB, ReadInto, Segment, aligned_segment, check_sha256, fill_segment, plan_segments
+from hf_cache.transfer import MiB, ReadInto, Segment, check_sha256, fill_segment, rclone_segments
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,6 @@ log = logging.getLogger(__name__)
 # (it is reused while the next read is within --buffer-size, 4 MiB, of it), and the hash pass copies every byte
 # out once; reading each segment in full as well cost a second copy through FUSE on the node's CPU.
 TOUCH = 1 * MiB
-
-# Smaller segments mean more streams for small files but more abandoned read-ahead (~6-9 MB per segment end):
-# 48 MiB split a 100 MB shard in two (2 streams), at ~10% extra S3 bytes; a 2 GB file gets 112 MiB segments.
-MIN_SEGMENT = 48 * MiB
-
-# File bytes per segment end. A segment's rclone downloader cannot stop at the segment's end: its read-ahead already
-# holds the next MiB, so each end fetches ~4-7 MB for nothing (measured by H3 for the prefetch, which uses the same
-# bound). Warm with 48 MiB segments fetched 1.20-1.25x a 1 GB model of 4 shards; one end per 200 MiB keeps a file
-# within ~1.03x, and the files' streams still run at once.
-PER_END = 200 * MiB
 
 # Files hashed at once. Each waits for its fetch, so more hashers than files in flight only wait; reading rclone's
 # cache file, one hasher keeps up with ~1 GB/s.
@@ -143,23 +133,8 @@ def expected_files(snapshot: Path, manifest: Path | None) -> tuple[list[WarmFile
 
 
 def plan_file(size: int, streams: int) -> list[Segment]:
-    """The segments warm fetches a file as: one per stream (``aligned_segment``), but no more than one segment end
-    per ``PER_END`` of the file; then the aligned size whose longest segment is shortest, the segments past the
-    allowed count joined into the last (it ends at end of file, so it abandons nothing). Pure."""
-    segments = plan_segments(size, aligned_segment(size, max(1, streams), READ_CHUNK, MIN_SEGMENT))
-    most = 1 + size // PER_END
-    if len(segments) <= most:
-        return segments
-    best = [Segment(0, size)]
-    seg = aligned_segment(0, 1, READ_CHUNK, MIN_SEGMENT)  # the smallest aligned size >= MIN_SEGMENT
-    while seg < size:
-        found = plan_segments(size, seg)
-        if len(found) > most:
-            found = [*found[: most - 1], Segment(found[most - 1].offset, size - found[most - 1].offset)]
-        if max(x.size for x in found) < max(x.size for x in best):
-            best = found
-        seg = 2 * seg + READ_CHUNK  # the next size ending where rclone's doubling requests end
-    return best
+    """The segments warm fetches a file as: the same cut as the mount's prefetch (``transfer.rclone_segments``)."""
+    return rclone_segments(size, streams, READ_CHUNK)
 
 
 class _Fill:
