@@ -185,13 +185,15 @@ def test_mount_args_finds_the_cache_of_this_mountpoint_only(tmp_path: Path) -> N
 
 def fake_node(tmp_path: Path, content: bytes, cached: dict[int, bytes]) -> tuple[WarmFile, NodeCache, Path]:
     """A file as the mount shows it (``content``) and rclone's sparse cache file of it holding only ``cached``
-    (offset -> bytes), laid out as rclone lays them out (vfs/<remote>/<remote path>/<path in the mount>)."""
+    (offset -> bytes), laid out as rclone lays them out (vfs/<remote>/<remote path>/<path in the mount>, beside
+    vfsMeta/<remote>/, which rclone creates at start)."""
     mnt = tmp_path / "mnt"
     path = mnt / "hub/models--org--m/snapshots/abc/model.safetensors"
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
     data = tmp_path / "cache/vfs/hfcache{x}/bucket/hub/models--org--m/snapshots/abc/model.safetensors"
     data.parent.mkdir(parents=True)
+    (tmp_path / "cache/vfsMeta/hfcache{x}").mkdir(parents=True)
     with data.open("wb") as f:
         f.truncate(len(content))
         for off, chunk in cached.items():

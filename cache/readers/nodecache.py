@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hf_cache.mount.rclone import REMOTE
+from hf_cache.node import vfscache
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,10 @@ class NodeCache:
         """rclone's data file of ``path`` (a file under the mountpoint), if it exists yet."""
         try:
             rel = Path(os.path.realpath(path)).relative_to(self.mountpoint).as_posix()
-            remotes = [p for p in (self.cache_dir / "vfs").iterdir() if p.name.partition("{")[0] == REMOTE]
-        except (ValueError, OSError):
+        except ValueError:
             return None
-        for remote in remotes:
-            data = remote / self.remote_path.strip("/") / rel
+        for remote_dir in vfscache.remote_dirs(self.cache_dir):
+            data, _ = vfscache.cache_paths(self.cache_dir, remote_dir, self.remote_path, rel)
             if data.is_file():
                 return data
         return None
