@@ -87,7 +87,7 @@ class Progress:
                 leave=True,
             )
             logs.set_bar_writer(self._write_above)
-        elif not self.tty:
+        elif not self.tty and self.interval > 0:  # 0: no periodic lines (a library caller's default, below)
             self._thread = threading.Thread(target=self._heartbeat, name=f"progress-{label}", daemon=True)
             self._thread.start()
 

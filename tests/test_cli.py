@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -238,6 +239,22 @@ def test_pod_progress_logs_every_interval_even_when_no_file_finishes(caplog: pyt
     lines = [r.getMessage() for r in caplog.records if r.name == "hf_cache.progress"]
     assert len(lines) >= 4, lines  # >= 3 heartbeats in 0.9 s, then the done line
     assert "10.0 MiB/100.0 MiB" in lines[0] and "ETA" in lines[0]
+
+
+def test_a_publisher_or_warm_given_no_progress_leaves_no_heartbeat_running() -> None:
+    """Seen in a full run: a Publisher built without a Progress started a heartbeat thread nothing ever stopped; it
+    logged 'refresh: 2/3 files ... ETA 4283007s' every 10 s for the life of the process, into closed streams."""
+    from hf_cache.readers.warm import warm
+    from hf_cache.refresh.publish import Publisher
+
+    def heartbeats() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("progress-")}
+
+    before = heartbeats()
+    publisher = Publisher(target=None, hub=None, scratch=Path("."))  # type: ignore[arg-type]
+    assert warm([]) == (0, 0)
+    assert heartbeats() == before
+    assert publisher.progress.interval == 0
 
 
 def test_terminal_bar_shows_bytes_total_rate_and_eta_as_bytes_move() -> None:

@@ -297,7 +297,7 @@ def warm(
         found, issues = expected_files(snap, manifest)
         files += found
         problems += issues if isinstance(item, tuple) else []
-    progress = progress or Progress("warm", tty=False)
+    progress = progress or Progress("warm", tty=False, interval=0)  # no heartbeat: nothing would stop it
     total = sum(f.size for f in files)
     progress.add_total(total, len(files))
     if not files:

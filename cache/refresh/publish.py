@@ -121,7 +121,8 @@ class Publisher:
         self.sources = sources or (lambda entry: source_for(entry, hub))
         self.scratch = scratch
         self.workers = max(1, workers)
-        self.progress = progress or Progress("refresh", tty=False)
+        # no heartbeat of its own: nothing would stop it (the CLI passes its Progress and closes it)
+        self.progress = progress or Progress("refresh", tty=False, interval=0)
         self._lock = threading.Lock()
 
     @staticmethod
