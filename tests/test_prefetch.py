@@ -15,6 +15,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -368,3 +369,67 @@ def test_warm_finds_the_marker_of_the_mount_holding_a_snapshot(tmp_path: Path) -
     assert prefetching_mount(snap) is None  # no marker: warm fetches the segments itself
     marker_path(tmp_path / "mnt").write_text('{"streams": 16, "min_size": 67108864}')
     assert prefetching_mount(snap) == {"streams": 16, "min_size": 67108864}
+
+
+# a reader that mmap-loads file b right after opening file a: reports how many of b's pages are still in the page cache
+# after the watcher has had time to open b too (an open on the mount drops the file's pages: no FOPEN_KEEP_CACHE)
+MMAP_AFTER_SLOW_OPEN = """
+import ctypes, os, sys, time
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+a, b = sys.argv[1:3]
+os.close(os.open(a, os.O_RDONLY))
+time.sleep(0.3)
+fd = os.open(b, os.O_RDONLY)
+time.sleep(0.5)
+n = os.fstat(fd).st_size
+addr = libc.mmap(None, n, 1, 1, fd, 0)
+pages = (ctypes.c_ubyte * n).from_address(addr)
+sum(pages[i] for i in range(0, n, 4096))
+time.sleep(2.5)
+vec = (ctypes.c_ubyte * (n // 4096))()
+assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(n), vec) == 0
+print(sum(v & 1 for v in vec), n // 4096)
+"""
+
+
+def test_a_busy_dispatcher_does_not_delay_the_open_that_drops_a_readers_pages(
+    s3_server: S3Server, bucket: str, mounted: Callable[..., RunningMount], tmp_path: Path
+) -> None:
+    """The watcher's open of a file (the kernel's, when it reads the event) throws away what a reader has faulted in
+    so far: events are taken off the queue at once, not after the dispatcher has decided on earlier ones."""
+    from prometheus_client import CollectorRegistry
+
+    from hf_cache.mount.openwatch import Opened
+    from hf_cache.mount.prefetch import Prefetcher
+
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="a.bin", Body=b"a" * (2 * MiB))
+    client.put_object(Bucket=bucket, Key="b.bin", Body=os.urandom(16 * MiB))
+    m = mounted(bucket=bucket, extra_args=("--prefetch-streams", "0"))  # the supervisor's own watch off: ours only
+
+    class SlowDecider(Prefetcher):
+        def _consider(self, ev: Opened) -> None:
+            if os.fstat(ev.fd).st_size == 2 * MiB:
+                time.sleep(2.0)  # a decision that takes long (a loaded node, a slow stat through FUSE)
+            super()._consider(ev)
+
+    stop = threading.Event()
+    policy = Policy(streams=1, min_size=1 * MiB, cache_max_bytes=0)
+    p = SlowDecider(m.mountpoint, tmp_path / "m-cache", bucket, policy, CollectorRegistry(), stop)
+    p.start()
+    p.mounted()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", MMAP_AFTER_SLOW_OPEN, str(m.mountpoint / "a.bin"), str(m.mountpoint / "b.bin")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        stop.set()
+        p.close()
+    assert out.returncode == 0, out.stderr
+    resident, total = map(int, out.stdout.split())
+    assert resident == total, f"{total - resident} of {total} pages the reader had faulted in were dropped"

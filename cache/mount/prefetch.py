@@ -179,6 +179,7 @@ class Prefetcher:
         self.pid = os.getpid()
         self.watch: OpenWatch | None = None
         self._work: queue.Queue[tuple[_Job, int]] = queue.Queue()
+        self._events: queue.Queue[list[Opened] | None] = queue.Queue()  # None: the watch failed
         self._jobs: dict[tuple[int, int], _Job] = {}
         self._done: dict[tuple[int, int], float] = {}
         self._armed: dict[tuple[int, int], _Armed] = {}  # dispatcher thread only
@@ -191,6 +192,7 @@ class Prefetcher:
         if self.policy.streams <= 0:
             return
         self.watch = OpenWatch()
+        threading.Thread(target=self._drain, name="prefetch-events", daemon=True).start()
         threading.Thread(target=self._dispatch, name="prefetch", daemon=True).start()
         for i in range(self.policy.streams):
             threading.Thread(target=self._segments, name=f"prefetch-{i}", daemon=True).start()
@@ -225,14 +227,30 @@ class Prefetcher:
             tmp.write_text(json.dumps(data))
             tmp.replace(path)
 
-    def _dispatch(self) -> None:
+    def _drain(self) -> None:
+        """Take events off the fanotify queue as soon as they come, apart from deciding on them. Reading an event is
+        what makes the kernel open the file for us, and an open on this FUSE mount drops every page of the file from
+        the page cache (rclone sets no FOPEN_KEEP_CACHE), also pages a reader has already mmap-faulted in: each
+        millisecond the open waits behind a busy dispatcher is re-read by that reader through rclone."""
         assert self.watch is not None
         while not self.stop.is_set():
-            self._touch_marker()
             try:
                 events = self.watch.events(0.5)
             except OSError as exc:
                 log.warning("prefetch-on-open stopped watching opens: %s", exc)
+                self._events.put(None)
+                return
+            if events:
+                self._events.put(events)
+
+    def _dispatch(self) -> None:
+        while not self.stop.is_set():
+            self._touch_marker()
+            try:
+                events = self._events.get(timeout=0.5)
+            except queue.Empty:
+                events = []
+            if events is None:
                 return
             for ev in events:
                 try:
