@@ -313,6 +313,12 @@ class Prefetcher:
             )
         return reason, rel
 
+    def _skip(self, fd: int, what: object, reason: str) -> None:
+        """A file the policy turns down (on its open, or again on its first read): let go of its open."""
+        os.close(fd)
+        self.metrics.skipped.inc()
+        log.debug("prefetch: not %s (%s)", what, reason)
+
     def _consider(self, ev: Opened) -> None:
         """An open: arm a read watch on a candidate; the prefetch waits for its first read()."""
         st = os.fstat(ev.fd)
@@ -326,9 +332,7 @@ class Prefetcher:
             return
         reason, rel = self._reason(ev.fd, st)
         if reason is not None:
-            os.close(ev.fd)
-            self.metrics.skipped.inc()
-            log.debug("prefetch: not %s (%s)", rel or key, reason)
+            self._skip(ev.fd, rel or key, reason)
             return
         assert self.watch is not None
         try:
@@ -350,9 +354,7 @@ class Prefetcher:
             return  # queued before the disarm: the file is already decided
         reason, rel = self._reason(armed.fd, st)
         if reason is not None:
-            os.close(armed.fd)
-            self.metrics.skipped.inc()
-            log.debug("prefetch: not %s (%s)", rel or key, reason)
+            self._skip(armed.fd, rel or key, reason)
             return
         with self._lock:
             self._probing.add(key)

@@ -30,11 +30,16 @@ def top_level() -> list[list[str]]:
     return [[""], [META_DIR, HUB_DIR]]
 
 
+def is_repo_folder(name: str) -> bool:
+    """hub/ holds repo folders (type--org--name) only; anything else is not ours."""
+    return "--" in name
+
+
 def repo_folders(repo_dirs: Iterable[str]) -> list[str]:
     """Per repo, the folders a refresh can change: the repo's own, its refs, snapshots and trees."""
     dirs: list[str] = []
     for name in sorted(repo_dirs):
-        if "--" not in name:  # hub/ holds repo folders (type--org--name) only; anything else is not ours
+        if not is_repo_folder(name):
             continue
         base = layout.join(HUB_DIR, name)
         dirs += [base, *(layout.join(base, d) for d in (layout.REFS_DIR, layout.SNAPSHOTS_DIR, layout.TREES_DIR))]

@@ -42,7 +42,7 @@ from hf_cache.mount.metrics import MountMetrics
 from hf_cache.mount.prefetch import Policy, Prefetcher
 from hf_cache.mount.prelist import Prelist, batches, snapshot_folders
 from hf_cache.mount.rclone import rclone_args, rclone_binary, rclone_env
-from hf_cache.mount.refresher import failed, repo_folders, top_level, vfs_refresh
+from hf_cache.mount.refresher import failed, is_repo_folder, repo_folders, top_level, vfs_refresh
 from hf_cache.node.agent import start_for_mount as start_node_tier
 from hf_cache.s3 import check_bucket, check_endpoint, make_client
 from hf_cache.s3errors import is_not_found, is_not_modified, s3_errors
@@ -158,7 +158,7 @@ class Supervisor:
         def scan() -> list[str]:
             found: list[str] = []
             for name in repo_dirs:
-                if "--" not in name:  # as refresher.repo_folders: only repo folders are ours
+                if not is_repo_folder(name):
                     continue
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     found += snapshot_folders(name, os.listdir(hub / name / layout.SNAPSHOTS_DIR))
