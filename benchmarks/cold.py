@@ -40,7 +40,7 @@ from boto3.s3.transfer import TransferConfig
 
 from benchmarks.common import ROOT, RunningMount, s3
 from hf_cache.lab.s3link import S3Link, add_link_args, link_params
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 from hf_cache.readers.envvars import reader_env
 
 T = TypeVar("T")
@@ -186,12 +186,7 @@ class Bench:
     def serve(self, server: S3Server, link: S3Link | None) -> None:
         self.server, self.link = server, link
         self.endpoint = link.endpoint if link else server.endpoint
-        self.env = {
-            **os.environ,
-            **server.env(),
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ENDPOINT_URL_S3": self.endpoint,
-        }
+        self.env = {**os.environ, **via(server.env(), self.endpoint)}
         with self.mount("probe") as m:
             for repo in ("big", "model"):
                 ref = m.mountpoint / f"hub/models--bench--{repo}/refs/main"

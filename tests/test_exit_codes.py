@@ -31,7 +31,7 @@ from hf_cache.errors import (
 )
 from hf_cache.lab.faultproxy import FaultProxy, Refuse
 from hf_cache.lab.hubserver import HubServer
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 
 
 @pytest.mark.parametrize(
@@ -79,9 +79,7 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def _env(s3_endpoint: str, s3: S3Server, hub: HubServer) -> dict[str, str]:
     return {
-        **s3.env(),
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+        **via(s3.env(), s3_endpoint),
         "HF_ENDPOINT": hub.endpoint,
         "HF_HUB_ETAG_TIMEOUT": "5",
         "HF_HUB_DOWNLOAD_TIMEOUT": "10",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 from hf_cache.mount import fusemount
 from hf_cache.mount.supervisor import cache_dir_usage
 
@@ -190,7 +190,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> 
 def test_bad_configuration_is_one_clear_line(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
     env = {**os.environ, **s3_server.env()}
     _one_line_error(_run_mount(["--bucket", "no-such-bucket-x"], env, tmp_path), "bucket 'no-such-bucket-x' does not")
-    dead = {**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"}
+    dead = via(env, "http://127.0.0.1:9")
     _one_line_error(_run_mount(["--bucket", bucket], dead, tmp_path), "cannot reach S3")
     no_creds = {k: v for k, v in env.items() if not k.startswith("AWS_") or k.startswith("AWS_ENDPOINT")}
     no_creds.update(

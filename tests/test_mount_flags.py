@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hf_cache.lab.mounting import start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 from tests.test_mount import ROOT, SHA1, SHA2, publish, wait_for
 
 
@@ -54,7 +54,7 @@ def test_use_server_modtime_saves_a_head_request_per_file(s3_server: S3Server, b
     n = 20
     publish(s3_server.client(), bucket, {f"{ROOT}/snapshots/{SHA1}/shard-{i:02d}": b"x" for i in range(n)})
     link = S3Link(s3_server.endpoint, LinkParams(rate_mb=0, latency_s=0))
-    env = {**s3_server.env(), "AWS_ENDPOINT_URL": link.endpoint, "AWS_ENDPOINT_URL_S3": link.endpoint}
+    env = via(s3_server.env(), link.endpoint)
     m = None
     try:
         m = start_mount(bucket=bucket, prefix="p", env=env, mountpoint=tmp_path / "mnt", cache_dir=tmp_path / "cache")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hf_cache.lab.mounting import start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
-from hf_cache.lab.s3server import start_s3_server
+from hf_cache.lab.s3server import start_s3_server, via
 from tests.test_mount import ROOT, SHA1, publish, wait_for
 
 # Where the time goes for 5xx (rclone 1.75.2 source and DEBUG log): the VFS fails a read once its file's downloaders
@@ -64,7 +64,7 @@ def test_during_an_s3_outage_cached_reads_work_and_uncached_reads_fail_within_th
         m = start_mount(
             bucket=bucket,
             prefix="p",
-            env={**server.env(), "AWS_ENDPOINT_URL": link.endpoint, "AWS_ENDPOINT_URL_S3": link.endpoint},
+            env=via(server.env(), link.endpoint),
             mountpoint=tmp_path / "mnt",
             cache_dir=tmp_path / "cache",
             extra_args=("--freshness", "1s"),

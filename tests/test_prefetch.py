@@ -24,7 +24,7 @@ import pytest
 
 from hf_cache.lab.mounting import RunningMount, start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 from hf_cache.mount.prefetch import Policy, fast_enough, marker_live, marker_path, plan, skip_reason
 from hf_cache.readers.warm import prefetching_mount
 from hf_cache.transfer import PER_END, MiB, plan_segments
@@ -52,7 +52,7 @@ def mount_over(
     m = start_mount(
         bucket=bucket,
         prefix="",
-        env={**s3_env, "AWS_ENDPOINT_URL": link.endpoint, "AWS_ENDPOINT_URL_S3": link.endpoint},
+        env=via(s3_env, link.endpoint),
         mountpoint=tmp_path / "mnt",
         cache_dir=tmp_path / "cache",
         extra_args=extra,

@@ -16,7 +16,7 @@ from pathlib import Path
 from hf_cache.lab.mounting import RunningMount, start_mount
 from hf_cache.lab.net import free_port
 from hf_cache.lab.s3link import LinkParams, S3Link
-from hf_cache.lab.s3server import start_s3_server
+from hf_cache.lab.s3server import start_s3_server, via
 from hf_cache.mount.prelist import Prelist, batches, snapshot_folders
 from tests.test_mount import ROOT, SHA1, SHA2, publish, wait_for
 
@@ -99,7 +99,7 @@ def test_snapshot_folders_no_reader_opened_are_listed_before_an_outage(tmp_path:
         m = start_mount(
             bucket=bucket,
             prefix="p",
-            env={**server.env(), "AWS_ENDPOINT_URL": link.endpoint, "AWS_ENDPOINT_URL_S3": link.endpoint},
+            env=via(server.env(), link.endpoint),
             mountpoint=tmp_path / "mnt",
             cache_dir=tmp_path / "cache",
             extra_args=("--freshness", "1s"),
@@ -215,7 +215,7 @@ def test_a_snapshot_folder_whose_listing_failed_is_listed_on_a_later_poll(tmp_pa
         m = start_mount(
             bucket=bucket,
             prefix="p",
-            env={**server.env(), "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_ENDPOINT_URL_S3": proxy.endpoint},
+            env=via(server.env(), proxy.endpoint),
             mountpoint=tmp_path / "mnt",
             cache_dir=tmp_path / "cache",
             extra_args=("--freshness", "1s"),

@@ -23,7 +23,7 @@ import pytest
 from hf_cache import layout
 from hf_cache.lab.faultproxy import FaultProxy, Refuse
 from hf_cache.lab.hubserver import HubServer
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 from hf_cache.refresh.checksums import MULTIPART_THRESHOLD, PART_SIZE, b64_of_hex, composite, part_size_for
 from hf_cache.refresh.plan import Action, Candidate, ObjectState, decide
 from hf_cache.refresh.source import RepoFile
@@ -210,7 +210,7 @@ def test_s3_refusing_one_put_fails_only_that_repo(
     models.write_text(f"team/bad source=file://{small_repo}\nteam/good source=file://{other}\n")
     rules = [Refuse("PUT", "models--team--bad/snapshots/", 403)]
     with FaultProxy(s3_server.endpoint, rules) as proxy:
-        env = {**s3_server.env(), "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_ENDPOINT_URL_S3": proxy.endpoint}
+        env = via(s3_server.env(), proxy.endpoint)
         result = run_refresh(models, bucket, env)
     out = result.stdout + result.stderr
     assert proxy.refused, "the proxy refused nothing: the test did not test anything"
@@ -330,7 +330,7 @@ def test_copy_above_the_multipart_threshold_keeps_metadata_and_checksum(
         (small_repo / "config.json").write_text('{"model_type": "gpt2", "n_layer": 4}\n')
         # S3 refuses one part of the multipart copy: that repo fails, and the copy's upload is aborted, not left.
         with FaultProxy(s3_server.endpoint, [Refuse("PUT", ("model.safetensors?", "partNumber=2"), 403)]) as proxy:
-            penv = {**env, "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_ENDPOINT_URL_S3": proxy.endpoint}
+            penv = via(env, proxy.endpoint)
             refused = run_refresh(models, bucket, penv, timeout=300)
         assert proxy.refused and refused.returncode == 1, refused.stderr
         assert "Traceback" not in refused.stderr

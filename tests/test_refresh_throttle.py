@@ -17,7 +17,7 @@ import pytest
 from hf_cache import settings
 from hf_cache.errors import ConfigError
 from hf_cache.lab.faultproxy import FaultProxy, Refuse
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 from hf_cache.refresh.checksums import MULTIPART_THRESHOLD, PART_SIZE
 from hf_cache.s3 import make_client
 from tests.refresh_helpers import check_refs_complete, objects, read, run_refresh, status
@@ -64,7 +64,7 @@ def _published_sha256(client: object, bucket: str, key: str) -> str:
 
 
 def _proxied(s3: S3Server, proxy: FaultProxy, **extra: str) -> dict[str, str]:
-    return {**s3.env(), "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_ENDPOINT_URL_S3": proxy.endpoint, **extra}
+    return {**via(s3.env(), proxy.endpoint), **extra}
 
 
 def _empty(client: object, bucket: str) -> None:

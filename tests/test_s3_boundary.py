@@ -26,7 +26,7 @@ from hf_cache.errors import (
     StorageError,
 )
 from hf_cache.lab.faultproxy import FaultProxy, Refuse
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 from hf_cache.s3 import check_bucket, folder_prefix, make_client
 from hf_cache.s3errors import is_not_found, is_precondition_failed, s3_errors
 
@@ -160,12 +160,7 @@ def test_no_credentials_is_denied_with_what_to_set(
 
 def test_the_cli_prints_one_line_and_exits_1_for_a_denied_bucket(s3_server: S3Server, bucket: str) -> None:
     with FaultProxy(s3_server.endpoint, [Refuse("*", f"/{bucket}", 403)]) as proxy:
-        env = {
-            **os.environ,
-            **s3_server.env(),
-            "AWS_ENDPOINT_URL": proxy.endpoint,
-            "AWS_ENDPOINT_URL_S3": proxy.endpoint,
-        }
+        env = {**os.environ, **via(s3_server.env(), proxy.endpoint)}
         result = subprocess.run(
             [sys.executable, "-m", "hf_cache", "ls", "--bucket", bucket], env=env, capture_output=True, text=True
         )

@@ -19,7 +19,7 @@ import pytest
 from hf_cache.errors import IntegrityError
 from hf_cache.lab.mounting import RunningMount, start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
-from hf_cache.lab.s3server import S3Server
+from hf_cache.lab.s3server import S3Server, via
 from hf_cache.progress import Progress
 from hf_cache.readers.nodecache import NodeCache, data_span, mount_args
 from hf_cache.readers.warm import WarmFile, _Fill, plan_file, verify
@@ -85,7 +85,7 @@ def link_mount(
             start_mount(
                 bucket=bucket,
                 prefix="",
-                env={**s3_env, "AWS_ENDPOINT_URL": link.endpoint, "AWS_ENDPOINT_URL_S3": link.endpoint},
+                env=via(s3_env, link.endpoint),
                 mountpoint=tmp_path / "mnt",
                 cache_dir=tmp_path / "cache",
                 extra_args=extra,

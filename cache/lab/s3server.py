@@ -30,6 +30,12 @@ CREDENTIALS = {
 }
 
 
+def via(env: dict[str, str], endpoint: str) -> dict[str, str]:
+    """``env`` with S3 reached at ``endpoint`` (a link or fault proxy in front of the server): boto3 reads
+    AWS_ENDPOINT_URL_S3 before AWS_ENDPOINT_URL, so both must name it."""
+    return {**env, "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint}
+
+
 @dataclass
 class S3Server:
     endpoint: str
@@ -37,7 +43,7 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """The environment a child process (hf-cache, rclone) needs to talk to this server."""
-        return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL_S3": self.endpoint}
+        return via(CREDENTIALS, self.endpoint)
 
     def client(self) -> S3Client:
         import boto3
