@@ -150,34 +150,35 @@ def fetch_problem(repo: str, file: RepoFile, digest: Digest, in_place: bool) -> 
     gave neither for cannot be verified and is refused. ``in_place``: the source's own file, hashed when the source
     was resolved, so a mismatch means it changed under us.
     """
+    found = _mismatch(file, digest)
+    if found is None:
+        return None
+    what, got, want = found
     if in_place:
-        changed = f"{repo}: {file.path} changed while it was being published"
-        again = "run refresh again once it is stable"
-        if file.size is not None and digest.size != file.size:
-            return IntegrityError(f"{changed} ({digest.size} bytes now, {file.size} when hashed); {again}")
-        if file.sha256 is not None and digest.sha256 != file.sha256:
-            return IntegrityError(f"{changed} (sha256 {digest.sha256} now, {file.sha256} when hashed); {again}")
-        if file.sha256 is None and (file.blob_id is None or digest.blob_id != file.blob_id):
-            return IntegrityError(f"{changed} (git blob id {digest.blob_id} now, {file.blob_id} when hashed); {again}")
-        return None
+        now = f"{got} bytes now, {want} when hashed" if what == "size" else f"{what} {got} now, {want} when hashed"
+        return IntegrityError(
+            f"{repo}: {file.path} changed while it was being published ({now}); run refresh again once it is stable"
+        )
     bad = "the download or the source is corrupt: not published"
-    if file.size is not None and digest.size != file.size:
-        return IntegrityError(f"{repo}: {file.path} is {digest.size} bytes, the source listed {file.size}; {bad}")
-    if file.sha256 is not None:
-        if digest.sha256 != file.sha256:
-            return IntegrityError(
-                f"{repo}: {file.path} sha256 {digest.sha256} does not match the source's {file.sha256}; {bad}"
-            )
-        return None
-    if file.blob_id is None:
+    if what == "size":
+        return IntegrityError(f"{repo}: {file.path} is {got} bytes, the source listed {want}; {bad}")
+    if want is None:
         return IntegrityError(
             f"{repo}: {file.path}: the source gave no sha256 or git blob id for it, so its bytes cannot be verified;"
             " not published (the server must list checksums or send them as the file's ETag)"
         )
-    if digest.blob_id != file.blob_id:
-        return IntegrityError(
-            f"{repo}: {file.path} git blob id {digest.blob_id} does not match the source's {file.blob_id}; {bad}"
-        )
+    return IntegrityError(f"{repo}: {file.path} {what} {got} does not match the source's {want}; {bad}")
+
+
+def _mismatch(file: RepoFile, digest: Digest) -> tuple[str, int | str | None, int | str | None] | None:
+    """The first of size, sha256 (where listed) or else git blob id that differs: (what, got, listed); a file listed
+    with neither checksum differs (listed None)."""
+    if file.size is not None and digest.size != file.size:
+        return "size", digest.size, file.size
+    if file.sha256 is not None:
+        return None if digest.sha256 == file.sha256 else ("sha256", digest.sha256, file.sha256)
+    if file.blob_id is None or digest.blob_id != file.blob_id:
+        return "git blob id", digest.blob_id, file.blob_id
     return None
 
 
