@@ -78,8 +78,11 @@ def rclone_args(cfg: MountConfig) -> list[str]:
       k times that for k reads at once (tests/test_mount_outage.py); no flag changes that sleep.
     - allow-non-empty: a stray file in the unmounted mountpoint must not keep the cache down (it is hidden, counted
       in hfcache_mountpoint_stray_entries and logged by the supervisor).
-    - buffer-size 4M, vfs-read-ahead 0: bounded memory per open file (loaders open ~150 shards at once);
-      the on-disk cache does the read-ahead (vfs-read-chunk-size 16M, the best chunk size measured).
+    - buffer-size 4M: bounded memory per open file (loaders open ~150 shards at once); the on-disk cache does the
+      read-ahead (vfs-read-chunk-size 16M, the best chunk size measured).
+    - vfs-read-ahead 4M (on disk, not memory): each downloader keeps 4 MiB ahead of the last read instead of stopping
+      at it. With 0 a cold 2 GB read() over the S3-like link stalled in rclone (0.81x of boto3; 1.12x with 4M, tp
+      ranks unchanged, docs/cold-path.md), and readers of one cold file could wait out rclone's 5 s downloader kick.
     - rc on 127.0.0.1 only: vfs/stats and core/stats feed /metrics.
     """
     return [
@@ -120,7 +123,7 @@ def rclone_args(cfg: MountConfig) -> list[str]:
         "--buffer-size",
         "4M",
         "--vfs-read-ahead",
-        "0",
+        "4M",
         "--rc",
         "--rc-addr",
         f"127.0.0.1:{cfg.rc_port}",
