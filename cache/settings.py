@@ -50,7 +50,7 @@ PREFETCH_MIN_SIZE = "64M"
 PREFETCH_FAST_RATE = "300MB"
 # Segments of one file prefetched at once, the next starting as one ends; 0 = all at once. All at once is fastest where
 # the link limits each connection; on a node short of CPU fewer left the reader more of rclone's per-file lock
-# (docs/cold-path.md, "How many segments at once").
+# (docs/cold-path.md, "Why a cold read() still trails boto3 here").
 PREFETCH_WIDTH = 0
 
 # --- refresh --------------------------------------------------------------------------------------------------

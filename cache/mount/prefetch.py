@@ -114,7 +114,7 @@ def width(policy: Policy, segments: int) -> int:
     one cached file under that file's lock (vfs/vfscache/item.go: ``readAt`` holds ``item.mu`` through
     ``fd.ReadAt``, ``WriteAtNoOverwrite`` through ``fd.WriteAt``), so on a node short of CPU each extra downloader
     of the file slows the reader's own reads; where the link limits each connection, all at once is fastest
-    (docs/cold-path.md, "How many segments at once"). Pure."""
+    (docs/cold-path.md, "Why a cold read() still trails boto3 here"). Pure."""
     return segments if policy.width <= 0 else min(policy.width, segments)
 
 
