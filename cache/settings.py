@@ -48,10 +48,6 @@ PREFETCH_MIN_SIZE = "64M"
 # A reader whose own connection fills rclone's cache this fast (per second) is left alone: more streams only cost CPU
 # (loopback: prefetch made cold reads 0.77x). One S3 connection gives ~90 MB/s: such a reader is always helped.
 PREFETCH_FAST_RATE = "300MB"
-# Segments of one file prefetched at once, the next starting as one ends; 0 = all at once. All at once is fastest where
-# the link limits each connection; on a node short of CPU fewer left the reader more of rclone's per-file lock
-# (docs/cold-path.md, "Why a cold read() still trails boto3 here").
-PREFETCH_WIDTH = 0
 
 # --- refresh --------------------------------------------------------------------------------------------------
 MODELS_FILE = "models.txt"
@@ -103,7 +99,6 @@ TIER_DIR_ENV = "HFCACHE_TIER_DIR"
 PREFETCH_STREAMS_ENV = "HFCACHE_PREFETCH_STREAMS"
 PREFETCH_MIN_SIZE_ENV = "HFCACHE_PREFETCH_MIN_SIZE"
 PREFETCH_FAST_RATE_ENV = "HFCACHE_PREFETCH_FAST_RATE"
-PREFETCH_WIDTH_ENV = "HFCACHE_PREFETCH_WIDTH"
 RCLONE_ARGS_ENV = "HFCACHE_RCLONE_ARGS"
 MODELS_ENV = "HFCACHE_MODELS"
 WORKERS_ENV = "HFCACHE_WORKERS"
@@ -145,12 +140,6 @@ ENV_VARS: tuple[EnvVar, ...] = (
         PREFETCH_MIN_SIZE,
     ),
     _v(PREFETCH_FAST_RATE_ENV, "mount", "no prefetch above this fill rate (--prefetch-fast-rate)", PREFETCH_FAST_RATE),
-    _v(
-        PREFETCH_WIDTH_ENV,
-        "mount",
-        "segments of one file prefetched at once, 0 = all (--prefetch-width)",
-        PREFETCH_WIDTH,
-    ),
     _v(RCLONE_ARGS_ENV, "mount", "extra rclone flags, used when no --rclone-arg is given"),
     _v(LOG_FORMAT_ENV, "every command", "log lines as text or JSON (--log-format)", LOG_FORMAT),
     _v(PROGRESS_INTERVAL_ENV, "refresh, verify, warm", "seconds between progress lines in a pod", PROGRESS_INTERVAL),

@@ -25,7 +25,7 @@ import pytest
 from hf_cache.lab.mounting import RunningMount, start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
 from hf_cache.lab.s3server import S3Server, via
-from hf_cache.mount.prefetch import Policy, fast_enough, marker_live, marker_path, plan, skip_reason, width
+from hf_cache.mount.prefetch import Policy, fast_enough, marker_live, marker_path, plan, skip_reason
 from hf_cache.readers.warm import prefetching_mount
 from hf_cache.transfer import PER_END, MiB, plan_segments
 from tests.conftest import require_tool
@@ -306,34 +306,7 @@ def test_a_reader_whose_own_connection_is_fast_enough_is_left_alone(
     assert link.stats.snapshot()["bytes_down"] <= 1.05 * BIG
 
 
-def test_prefetch_width_hands_out_a_files_segments_in_order(
-    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, link_mount: Callable[..., RunningMount]
-) -> None:
-    """--prefetch-width 1: the file's second segment is only handed out when the first is fetched, so rclone's
-    downloader that fetched the first (the reader's) simply goes on into it: no stream of its own at 112 MiB, so no
-    request at 128 MiB (its second), unlike the first test (all at once); still one prefetch, byte-exact, once."""
-    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
-    m = link_mount("--prefetch-width", "1")
-    snap = snapshot_dir(m)
-    link.reset_stats()
-    assert sha256_of(snap / "model.safetensors") == sha256_of(tmp_path / "src/model.safetensors")
-    assert wait_metric(m, "hfcache_prefetch_files_total", 1) == 1, m.log()
-    settle(link)
-    starts = set(link.stats.range_starts)
-    print("width 1 fetched", link.stats.snapshot()["bytes_down"] / BIG, sorted(starts))
-    assert not SEGMENT_STREAM & starts, sorted(starts)
-    assert "in 2 segments, 1 at once" in m.log()
-    assert link.stats.snapshot()["bytes_down"] <= ONE * BIG
-
-
 # -- pure parts ---------------------------------------------------------------------------------------------------
-
-
-def test_width_is_all_segments_unless_set() -> None:
-    p = Policy(streams=16, min_size=64 * MiB, cache_max_bytes=0)
-    assert width(p, 8) == 8
-    assert width(Policy(16, 64 * MiB, 0, width=3), 8) == 3
-    assert width(Policy(16, 64 * MiB, 0, width=3), 2) == 2
 
 
 def test_skip_reason_policy() -> None:

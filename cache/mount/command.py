@@ -117,15 +117,6 @@ from hf_cache.units import parse_duration
     "always prefetch).",
 )
 @options.env_option(
-    "--prefetch-width",
-    envvar=settings.PREFETCH_WIDTH_ENV,
-    type=click.IntRange(min=0),
-    default=settings.PREFETCH_WIDTH,
-    show_default=True,
-    help="Segments of one file prefetched at once, the next starting as one ends (0 = all at once: fastest where the "
-    "link limits each connection; fewer can help a reader on a node short of CPU). See docs/cold-path.md.",
-)
-@options.env_option(
     "--rclone-arg",
     "rclone_extra",
     envvar=settings.RCLONE_ARGS_ENV,
@@ -154,7 +145,6 @@ def mount(
     prefetch_streams: int,
     prefetch_min_size: str,
     prefetch_fast_rate: str,
-    prefetch_width: int,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
     from hf_cache.mount.supervisor import Supervisor
@@ -185,6 +175,5 @@ def mount(
         prefetch_streams=prefetch_streams,
         prefetch_min_size=units.parse_size(prefetch_min_size, "--prefetch-min-size"),
         prefetch_fast_rate=units.parse_size(prefetch_fast_rate, "--prefetch-fast-rate"),
-        prefetch_width=prefetch_width,
     )
     Supervisor(cfg).run()

@@ -45,7 +45,6 @@ class MountConfig:
     prefetch_streams: int = settings.PREFETCH_STREAMS  # prefetch-on-open streams per node (mount/prefetch.py); 0 off
     prefetch_min_size: int = parse_size(settings.PREFETCH_MIN_SIZE, settings.PREFETCH_MIN_SIZE_ENV)
     prefetch_fast_rate: int = parse_size(settings.PREFETCH_FAST_RATE, settings.PREFETCH_FAST_RATE_ENV)  # bytes/s
-    prefetch_width: int = settings.PREFETCH_WIDTH  # segments of one file prefetched at once; 0 = all
 
     @property
     def remote_path(self) -> str:

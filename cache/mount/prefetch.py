@@ -15,8 +15,7 @@ prefetcher watches rclone's cache file grow for ``FAST_WINDOW``: a reader whose 
 ``--prefetch-fast-rate`` or more (loopback, a fast network) is left alone - extra streams there only cost CPU. rclone's
 own downloader for the reader stops when it runs into data a segment already fetched, and a segment's downloader
 stops where the reader's already fetched, so bytes cross the link about once: 4-7 MiB more per segment end, so
-a file gets at most one segment end per ``transfer.PER_END`` (``plan``). A file's segments are handed out in file
-order, ``--prefetch-width`` at a time if set (``width``), else all at once.
+a file gets at most one segment end per ``transfer.PER_END`` (``plan``).
 
 A prefetch only ever adds reads of the same file through the same mount: when it fails (S3 error, stall, rclone
 restarted) it stops and is counted, and the reader's own reads go on as without it. Opens by this process (the
@@ -80,7 +79,6 @@ class Policy:
     min_size: int
     cache_max_bytes: int
     fast_rate: int = 0  # bytes/s: a reader filling the cache this fast alone is left alone; 0 = never
-    width: int = 0  # segments of one file fetched at once (the next starts as one ends); 0 = all at once
 
 
 def skip_reason(
@@ -107,15 +105,6 @@ def skip_reason(
 def fast_enough(policy: Policy, grown: int, seconds: float) -> bool:
     """Whether the reader's own downloader, having filled ``grown`` bytes in ``seconds``, needs no help. Pure."""
     return policy.fast_rate > 0 and seconds > 0 and grown / seconds >= policy.fast_rate
-
-
-def width(policy: Policy, segments: int) -> int:
-    """How many of a file's segments are fetched at once. Why not always all: rclone does every read and write of
-    one cached file under that file's lock (vfs/vfscache/item.go: ``readAt`` holds ``item.mu`` through
-    ``fd.ReadAt``, ``WriteAtNoOverwrite`` through ``fd.WriteAt``), so on a node short of CPU each extra downloader
-    of the file slows the reader's own reads; where the link limits each connection, all at once is fastest
-    (docs/cold-path.md, "Why a cold read() still trails boto3 here"). Pure."""
-    return segments if policy.width <= 0 else min(policy.width, segments)
 
 
 def plan(size: int, streams: int) -> list[Segment]:
@@ -165,15 +154,7 @@ class _Job:
     left: int = 0
     failed: BaseException | None = None
     done_bytes: int = 0
-    queued: int = 0  # segments handed to the streams so far, in file order
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next_segment(self) -> int | None:
-        """The next segment to hand out (the caller holds ``lock``), or None when all were."""
-        if self.queued >= len(self.segments):
-            return None
-        self.queued += 1
-        return self.queued - 1
 
 
 class Prefetcher:
@@ -410,20 +391,9 @@ class Prefetcher:
             job = _Job(key, armed.fd, st.st_size, armed.name, segments, left=len(segments))
             self._jobs[key] = job
             self.metrics.in_flight.set(len(self._jobs))
-        at_once = width(self.policy, len(segments))
-        log.info(
-            "prefetch: %s (%d MiB) in %d segments, %d at once, read by pid %d",
-            job.name,
-            st.st_size >> 20,
-            job.left,
-            at_once,
-            pid,
-        )
-        for _ in range(at_once):
-            with job.lock:
-                i = job.next_segment()
-            if i is not None:
-                self._work.put((job, i))
+        log.info("prefetch: %s (%d MiB) in %d segments, read by pid %d", job.name, st.st_size >> 20, job.left, pid)
+        for i in range(len(segments)):
+            self._work.put((job, i))
 
     # -- segment streams --------------------------------------------------------------------------------------
     def _segments(self) -> None:
@@ -447,19 +417,11 @@ class Prefetcher:
             self._finish(job, filled)
 
     def _finish(self, job: _Job, filled: int) -> None:
-        nxt = None
         with job.lock:
             job.left -= 1
             job.done_bytes += filled
-            if job.failed is not None:  # the segments not handed out yet end with it
-                job.left -= len(job.segments) - job.queued
-                job.queued = len(job.segments)
-            else:
-                nxt = job.next_segment()
             last = job.left == 0
         self.metrics.bytes.inc(filled)
-        if nxt is not None:
-            self._work.put((job, nxt))
         if not last:
             return
         with self._lock:

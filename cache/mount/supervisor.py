@@ -443,9 +443,7 @@ class Supervisor:
     def _start_prefetch(self) -> None:
         """Prefetch on open (mount/prefetch.py); without fanotify the mount still works, one connection per reader."""
         cfg = self.cfg
-        policy = Policy(
-            cfg.prefetch_streams, cfg.prefetch_min_size, cfg.cache_max_bytes, cfg.prefetch_fast_rate, cfg.prefetch_width
-        )
+        policy = Policy(cfg.prefetch_streams, cfg.prefetch_min_size, cfg.cache_max_bytes, cfg.prefetch_fast_rate)
         prefetcher = Prefetcher(
             cfg.mountpoint, cfg.cache_dir, cfg.remote_path, policy, self.metrics.registry, self.stop_event
         )
