@@ -362,12 +362,9 @@ class Prefetcher:
 
     def _filled(self, rel: str | None) -> int:
         """Bytes rclone's cache file of ``rel`` holds now (allocated blocks: rclone writes it sparse)."""
-        if rel is None:
-            return 0
-        for remote_dir in vfscache.remote_dirs(self.cache_dir):
-            data, _ = vfscache.cache_paths(self.cache_dir, remote_dir, self.remote_path, rel)
-            with contextlib.suppress(OSError):
-                return data.stat().st_blocks * 512
+        data = None if rel is None else vfscache.data_file(self.cache_dir, self.remote_path, rel)
+        with contextlib.suppress(OSError):
+            return data.stat().st_blocks * 512 if data is not None else 0
         return 0
 
     def _probe(self, armed: _Armed, st: os.stat_result, rel: str | None, pid: int) -> None:

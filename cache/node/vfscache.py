@@ -51,6 +51,15 @@ def cache_paths(cache_dir: Path, remote_dir: str, remote_path: str, rel: str) ->
     return cache_dir / "vfs" / base, cache_dir / "vfsMeta" / base
 
 
+def data_file(cache_dir: Path, remote_path: str, rel: str) -> Path | None:
+    """rclone's data file of the mount path ``rel``, if it exists yet (rclone writes it sparse, as bytes arrive)."""
+    for remote_dir in remote_dirs(cache_dir):
+        data, _ = cache_paths(cache_dir, remote_dir, remote_path, rel)
+        if data.is_file():
+            return data
+    return None
+
+
 def state(cache_dir: Path, remote_path: str, rel: str, size: int) -> CacheState | None:
     """None when rclone holds nothing of the file (or its record is unreadable)."""
     for remote_dir in remote_dirs(cache_dir):

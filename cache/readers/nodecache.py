@@ -34,11 +34,7 @@ class NodeCache:
             rel = Path(os.path.realpath(path)).relative_to(self.mountpoint).as_posix()
         except ValueError:
             return None
-        for remote_dir in vfscache.remote_dirs(self.cache_dir):
-            data, _ = vfscache.cache_paths(self.cache_dir, remote_dir, self.remote_path, rel)
-            if data.is_file():
-                return data
-        return None
+        return vfscache.data_file(self.cache_dir, self.remote_path, rel)
 
 
 def mount_args(argv: list[str], mountpoint: str) -> tuple[str, str] | None:
