@@ -63,7 +63,7 @@ def plan_segments(size: int, segment: int) -> list[Segment]:
 
 
 MIN_SEGMENT = 48 * MiB  # smaller segments abandon more read-ahead per end
-PER_END = 200 * MiB  # at most one segment end per this much of a file
+PER_END = 100 * MiB  # at most one segment end per this much of a file (rclone_segments: speed vs bytes)
 
 
 def rclone_segments(size: int, streams: int, first_chunk: int) -> list[Segment]:
@@ -74,9 +74,12 @@ def rclone_segments(size: int, streams: int, first_chunk: int) -> list[Segment]:
     last 4 KiB together with the next MiB, so it has already opened a ranged GET into the next segment (which
     another stream fetched), and it stops only after writing 2 MiB more that are already cached; with what its
     buffers and socket held meanwhile, 4-7 MB cross the link for nothing at each end (measured per ranged GET over
-    the S3-like link). 48 MiB segments cost a 210 MiB file 1.07-1.09x; 112 MiB ones a 2 GB file read by 4 readers
-    1.10-1.12x. When that bound binds, the segments are the aligned size whose longest segment is shortest (the
-    last one, ending at end of file, may be any length: it abandons nothing).
+    the S3-like link, with --buffer-size 4M; about half that with the mount's 1M). 48 MiB segments cost a 210 MiB
+    file 1.07-1.09x (4M); one end per 50 MiB cost a 1 GB file read by 4 readers 1.06x (1M), one per 100 MiB a 2 GB
+    file 1.03-1.06x (1M). Fewer ends cost speed where each connection is the limit (real S3: ~90 MB/s each): one end
+    per 200 MiB gave a 1 GB file 4 streams and read() 0.39x of boto3 at 15 MB/s per connection (docs/cold-path.md,
+    "Where each connection is the limit"). When that bound binds, the segments are the aligned size whose longest
+    segment is shortest (the last one, ending at end of file, may be any length: it abandons nothing).
     """
     segments = plan_segments(size, aligned_segment(size, max(1, streams), first_chunk, MIN_SEGMENT))
     most = 1 + size // PER_END

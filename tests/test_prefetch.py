@@ -316,7 +316,8 @@ def test_skip_reason_policy() -> None:
     assert skip_reason(Policy(0, 64 * MiB, 0), big, 0, 0, False, False) == "off"
     assert skip_reason(p, 63 * MiB, 0, 0, False, False) == "small"
     assert skip_reason(p, 64 * MiB, 0, 0, False, False) == "one segment"  # one 48 MiB segment + tail
-    assert skip_reason(p, 100 * MiB, 0, 0, False, False) == "one segment"  # 48 + 52 MiB would cost 1.06x
+    assert skip_reason(p, 99 * MiB, 0, 0, False, False) == "one segment"  # under one end per PER_END
+    assert skip_reason(p, 100 * MiB, 0, 0, False, False) is None  # 48 + 52 MiB
     assert skip_reason(p, 210 * MiB, 0, 0, False, False) is None  # 112 + 98 MiB
     assert skip_reason(p, big, 0, 0, busy=True, recently_done=False) == "in flight"
     assert skip_reason(p, big, big, 0, False, False) == "cached"
@@ -326,7 +327,7 @@ def test_skip_reason_policy() -> None:
     assert skip_reason(Policy(16, 64 * MiB, 0), big, 0, 10**15, False, False) is None  # no cap known
 
 
-def test_plan_pays_each_segment_end_with_200_mib_of_file() -> None:
+def test_plan_pays_each_segment_end_with_per_end_of_file() -> None:
     chunk = 16 * MiB
     for mb in range(64, 41_000, 37):
         size = mb * MiB
@@ -338,10 +339,12 @@ def test_plan_pays_each_segment_end_with_200_mib_of_file() -> None:
             assert (x.size // chunk + 1) & (x.size // chunk) == 0 and x.size % chunk == 0, (mb, x)
     # the sizes measured
     assert [x.size // MiB for x in plan(210 * MiB, 16)] == [112, 98]
-    assert [x.size // MiB for x in plan(300 * MiB, 16)] == [112, 188]  # shortest longest segment, not [240, 60]
-    assert len(plan(2_000_000_000, 16)) == 8  # 240 MiB segments (was 17 of 112 MiB)
+    assert [x.size // MiB for x in plan(300 * MiB, 16)] == [112, 112, 76]
+    assert [x.size // MiB for x in plan(150 * MiB, 16)] == [48, 102]  # shortest longest segment, not [150]
+    assert len(plan(1_000_000_000, 16)) == 9  # 112 MiB segments (4 of 240 MiB with one end per 200 MiB)
+    assert len(plan(2_000_000_000, 16)) == 17  # 112 MiB segments (8 of 240 MiB with one end per 200 MiB)
     assert len(plan(40_000 * MiB, 16)) == len(plan_segments(40_000 * MiB, 2032 * MiB))  # bound not binding
-    assert len(plan(199 * MiB, 16)) == 1
+    assert len(plan(99 * MiB, 16)) == 1
 
 
 def test_fast_enough() -> None:

@@ -23,7 +23,7 @@ from hf_cache.lab.s3server import S3Server, via
 from hf_cache.progress import Progress
 from hf_cache.readers.nodecache import NodeCache, data_span, mount_args
 from hf_cache.readers.warm import WarmFile, _Fill, plan_file, verify
-from hf_cache.transfer import MiB, plan_segments
+from hf_cache.transfer import PER_END, MiB, plan_segments
 from tests.conftest import require_tool
 from tests.refresh_helpers import run_cli, run_refresh
 
@@ -240,13 +240,13 @@ def test_a_cache_file_that_differs_is_checked_through_the_mount_before_blaming_s
         verify(fetched(bad), cache, Progress("t", tty=False))
 
 
-def test_plan_file_pays_one_segment_end_per_200_mib() -> None:
+def test_plan_file_pays_one_segment_end_per_per_end() -> None:
     """Each segment end fetches a few MB twice; a file gets parallel segments only as far as that stays ~3%."""
     for mib in (1, 100, 199, 210, 300, 450, 1000, 2048, 10240):
         segments = plan_file(mib * MiB, 16)
         assert segments[0].offset == 0 and segments[-1].end == mib * MiB
         assert all(a.end == b.offset for a, b in itertools.pairwise(segments))
-        assert len(segments) <= 1 + mib // 200, (mib, segments)
+        assert len(segments) <= 1 + mib * MiB // PER_END, (mib, segments)
         # every end but the file's is where rclone's doubling requests from the segment's start end (16 * (2**k-1))
         assert all((s.size // MiB // 16 + 1) & (s.size // MiB // 16) == 0 for s in segments[:-1]), segments
-    assert len(plan_file(210 * MiB, 16)) == 2 and len(plan_file(2048 * MiB, 16)) == 9
+    assert len(plan_file(210 * MiB, 16)) == 2 and len(plan_file(2048 * MiB, 16)) == 18

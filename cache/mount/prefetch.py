@@ -49,7 +49,7 @@ from hf_cache.transfer import MiB, Segment, fill_segment, rclone_segments
 
 log = logging.getLogger(__name__)
 
-TOUCH = 1 * MiB  # within rclone's --buffer-size (4M): its downloader is reused, the segment is fetched whole
+TOUCH = 1 * MiB  # within rclone's reuse window (--buffer-size, 1 MiB at least): one downloader fetches the segment
 DONE_MEMORY = 120.0  # seconds a finished file is not prefetched again (rclone writes its cache record late)
 MARKER_EVERY = 10.0  # seconds between touches of the marker hf-cache warm looks for
 FAST_WINDOW = 0.4  # seconds the reader's own fill rate is watched before deciding (adds this to a prefetch's start)

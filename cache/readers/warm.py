@@ -50,8 +50,8 @@ from hf_cache.transfer import MiB, ReadInto, Segment, check_sha256, fill_segment
 log = logging.getLogger(__name__)
 
 # A segment's stream only touches 4 KiB every TOUCH bytes: rclone's downloader fetches everything up to each read
-# (it is reused while the next read is within --buffer-size, 4 MiB, of it), and the hash pass copies every byte
-# out once; reading each segment in full as well cost a second copy through FUSE on the node's CPU.
+# (it is reused while the next read is within --buffer-size, 1 MiB at least, of it), and the hash pass copies every
+# byte out once; reading each segment in full as well cost a second copy through FUSE on the node's CPU.
 TOUCH = 1 * MiB
 
 # Files hashed at once. Each waits for its fetch, so more hashers than files in flight only wait; reading rclone's
