@@ -15,6 +15,7 @@ requests end (``aligned_segment``) fetched 1.05x.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,18 @@ from hf_cache.errors import IntegrityError
 from hf_cache.units import MiB
 
 ReadInto = Callable[[int, memoryview], int]  # (offset, buffer) -> bytes read; 0 only at end of file
+
+# A segment's stream (the mount's prefetch, hf-cache warm) reads 4 KiB every TOUCH bytes: rclone's downloader fetches
+# everything up to each read and is reused while the next read is within its window (--buffer-size, 1 MiB at least),
+# so one downloader fetches the segment whole and no byte is copied out (warm's hash pass reads each byte once).
+TOUCH = 1 * MiB
+
+
+def fd_reader(fd: int) -> ReadInto:
+    """A ReadInto over one open file (pread: threads share the fd without seeking)."""
+    return lambda offset, buf: os.preadv(fd, [buf], offset)
+
+
 WriteAt = Callable[[int, memoryview], None]
 
 

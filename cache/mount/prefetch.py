@@ -27,7 +27,6 @@ cap (rclone would evict what it just fetched).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -45,11 +44,10 @@ from hf_cache.errors import MountError
 from hf_cache.mount.openwatch import Opened, OpenWatch
 from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.node import vfscache
-from hf_cache.transfer import MiB, Segment, fill_segment, rclone_segments
+from hf_cache.transfer import TOUCH, Segment, fd_reader, fill_segment, rclone_segments
 
 log = logging.getLogger(__name__)
 
-TOUCH = 1 * MiB  # within rclone's reuse window (--buffer-size, 1 MiB at least): one downloader fetches the segment
 DONE_MEMORY = 120.0  # seconds a finished file is not prefetched again (rclone writes its cache record late)
 MARKER_EVERY = 10.0  # seconds between touches of the marker hf-cache warm looks for
 FAST_WINDOW = 0.4  # seconds the reader's own fill rate is watched before deciding (adds this to a prefetch's start)
@@ -405,7 +403,7 @@ class Prefetcher:
                     fd = os.open(f"/proc/self/fd/{job.fd}", os.O_RDONLY)  # its own open: its own rclone handle
                     try:
                         seg = job.segments[i]
-                        filled = fill_segment(functools.partial(_pread_into, fd), seg, TOUCH, stop=self.stop.is_set)
+                        filled = fill_segment(fd_reader(fd), seg, TOUCH, stop=self.stop.is_set)
                         filled -= seg.offset
                     finally:
                         os.close(fd)
@@ -436,8 +434,3 @@ class Prefetcher:
         else:
             self.metrics.files.inc()
             log.info("prefetched %s (%d MiB)", job.name, job.size >> 20)
-
-
-def _pread_into(fd: int, offset: int, buf: memoryview) -> int:
-    """fill_segment's reader over one open file (a named function: mypy cannot type a lambda with a default)."""
-    return os.preadv(fd, [buf], offset)

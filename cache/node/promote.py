@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hf_cache.errors import IntegrityError
 from hf_cache.node.tree import Entry, Tier, swap_link
-from hf_cache.transfer import MiB, fetch
+from hf_cache.transfer import MiB, fd_reader, fetch
 
 BLOCK = 8 * MiB
 
@@ -80,8 +80,8 @@ def promote_by_fetch(tier: Tier, e: Entry, entries: list[Entry], streams: int = 
                 fetch(
                     f"{e.repo}/{e.path}@{e.sha[:12]}",
                     e.size,
-                    lambda off, buf: os.preadv(src, [buf], off),
-                    verify_read_into=lambda off, buf: os.preadv(dst, [buf], off),
+                    fd_reader(src),
+                    verify_read_into=fd_reader(dst),
                     sink=sink,
                     sha256=e.sha256,
                     streams=streams,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -45,14 +44,12 @@ from hf_cache.progress import Progress
 from hf_cache.readers import nodecache
 from hf_cache.readers.nodecache import NodeCache, data_span
 from hf_cache.reponame import format_repo
-from hf_cache.transfer import MiB, ReadInto, Segment, check_sha256, fill_segment, rclone_segments
+from hf_cache.transfer import TOUCH, MiB, ReadInto, Segment, check_sha256, fd_reader, fill_segment, rclone_segments
 
 log = logging.getLogger(__name__)
 
-# A segment's stream only touches 4 KiB every TOUCH bytes: rclone's downloader fetches everything up to each read
-# (it is reused while the next read is within --buffer-size, 1 MiB at least, of it), and the hash pass copies every
-# byte out once; reading each segment in full as well cost a second copy through FUSE on the node's CPU.
-TOUCH = 1 * MiB
+# Segments are touched (transfer.TOUCH), not read: reading each in full as well as hashing it cost a second copy
+# through FUSE on the node's CPU.
 
 # Files hashed at once. Each waits for its fetch, so more hashers than files in flight only wait; reading rclone's
 # cache file, one hasher keeps up with ~1 GB/s.
@@ -178,7 +175,7 @@ def fill(job: _Fill, i: int) -> None:
     try:
         fd = os.open(f.path, os.O_RDONLY)
         try:
-            fill_segment(functools.partial(_pread_into, fd), seg, TOUCH, lambda upto: job.advance(i, upto), short)
+            fill_segment(fd_reader(fd), seg, TOUCH, lambda upto: job.advance(i, upto), short)
         finally:
             os.close(fd)
     except BaseException as exc:
@@ -253,16 +250,12 @@ def verify(job: _Fill, cache: NodeCache | None, progress: Progress) -> int:
         got = hash_file(f, reader.read_into, job.ready, progress.advance)
         if f.sha256 is not None and got != f.sha256 and reader.from_cache:
             log.warning("%s: sha256 differs as read from rclone's cache file; checking it through the mount", f.name)
-            got = hash_file(f, functools.partial(_pread_into, reader.fd))
+            got = hash_file(f, fd_reader(reader.fd))
     finally:
         reader.close()
     check_sha256(f.name, got, f.sha256)
     progress.advance(0, 1)
     return reader.from_cache
-
-
-def _pread_into(fd: int, offset: int, buf: memoryview) -> int:
-    return os.preadv(fd, [buf], offset)
 
 
 def mountpoint_of(snapshot: Path) -> Path | None:
