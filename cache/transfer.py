@@ -25,6 +25,7 @@ from hf_cache.errors import IntegrityError
 from hf_cache.units import MiB
 
 ReadInto = Callable[[int, memoryview], int]  # (offset, buffer) -> bytes read; 0 only at end of file
+WriteAt = Callable[[int, memoryview], None]
 
 # A segment's stream (the mount's prefetch, hf-cache warm) reads 4 KiB every TOUCH bytes: rclone's downloader fetches
 # everything up to each read and is reused while the next read is within its window (--buffer-size, 1 MiB at least),
@@ -35,9 +36,6 @@ TOUCH = 1 * MiB
 def fd_reader(fd: int) -> ReadInto:
     """A ReadInto over one open file (pread: threads share the fd without seeking)."""
     return lambda offset, buf: os.preadv(fd, [buf], offset)
-
-
-WriteAt = Callable[[int, memoryview], None]
 
 
 @dataclass(frozen=True)

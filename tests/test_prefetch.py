@@ -327,7 +327,7 @@ def test_skip_reason_policy() -> None:
     assert skip_reason(Policy(16, 64 * MiB, 0), big, 0, 10**15, False, False) is None  # no cap known
 
 
-def test_plan_pays_each_segment_end_with_per_end_of_file() -> None:
+def test_plan_bounds_segment_ends_by_file_size() -> None:
     chunk = 16 * MiB
     for mb in range(64, 41_000, 37):
         size = mb * MiB

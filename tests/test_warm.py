@@ -240,7 +240,7 @@ def test_a_cache_file_that_differs_is_checked_through_the_mount_before_blaming_s
         verify(fetched(bad), cache, Progress("t", tty=False))
 
 
-def test_plan_file_pays_one_segment_end_per_per_end() -> None:
+def test_plan_file_bounds_segment_ends_by_file_size() -> None:
     """Each segment end fetches a few MB twice; a file gets parallel segments only as far as that stays ~3%."""
     for mib in (1, 100, 199, 210, 300, 450, 1000, 2048, 10240):
         segments = plan_file(mib * MiB, 16)
