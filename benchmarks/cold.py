@@ -136,7 +136,8 @@ class Bench:
         self.big_snap = ""
         self.model_snap = ""
         self.last_mount: _Mounted | None = None
-        # per pattern and side: [files prefetched or in flight, reads judged fast (left alone)], summed over rounds
+        # per pattern and side: [files prefetched or in flight, reads judged fast (left alone), bytes at the link,
+        # read-ahead streams], summed over rounds
         self.prefetch: dict[str, dict[str, list[int]]] = {}
 
     # -- setup --------------------------------------------------------------------------------------------------
@@ -300,16 +301,19 @@ class Bench:
         return {side: fn() for side, fn in _rotated(runs, i)}
 
     def cold(self, name: str, side: str, extra: tuple[str, ...]) -> float:
-        """One cold run, tallying what the prefetch did in it (why a side was slower is often there)."""
+        """One cold run, tallying what the prefetch or read-ahead did in it (why a side was slower is often there)."""
+        before = self.link.stats.snapshot()["bytes_down"] if self.link else 0
         t: float = getattr(self, f"cold_{name}")(extra)
-        self.tally(name, side)
+        self.tally(name, side, (self.link.stats.snapshot()["bytes_down"] - before) if self.link else 0)
         return t
 
-    def tally(self, name: str, side: str) -> None:
+    def tally(self, name: str, side: str, link_bytes: int = 0) -> None:
         got = self.last_mount.final if self.last_mount else {}
-        counts = self.prefetch.setdefault(name, {}).setdefault(side, [0, 0])
+        counts = self.prefetch.setdefault(name, {}).setdefault(side, [0, 0, 0, 0])
         counts[0] += int(got.get("hfcache_prefetch_files_total", 0) + got.get("hfcache_prefetch_in_flight", 0))
         counts[1] += int(got.get("hfcache_prefetch_fast_total", 0))
+        counts[2] += link_bytes
+        counts[3] += int(got.get("hfcache_readahead_streams_total", 0))
 
     def readers_tallied(self, side: str, extra: tuple[str, ...]) -> tuple[float, float, float]:
         got = self.readers(extra)
@@ -461,7 +465,9 @@ def print_prefetch(name: str, tally: dict[str, list[int]]) -> None:
     print(
         f"{name + ' prefetch':26} "
         + "; ".join(
-            f"{side}: {files} files prefetched, {fast} reads judged fast" for side, (files, fast) in tally.items()
+            f"{side}: {files} files prefetched, {fast} reads judged fast, {streams} read-ahead streams, "
+            f"{link_bytes / 1e9:.2f} GB at the link"
+            for side, (files, fast, link_bytes, streams) in tally.items()
         ),
         flush=True,
     )

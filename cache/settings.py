@@ -48,6 +48,11 @@ PREFETCH_MIN_SIZE = "64M"
 # A reader whose own connection fills rclone's cache this fast (per second) is left alone: more streams only cost CPU
 # (loopback: prefetch made cold reads 0.77x). One S3 connection gives ~90 MB/s: such a reader is always helped.
 PREFETCH_FAST_RATE = "300MB"
+# The mount's S3 endpoint (cache/mount/s3endpoint.py): parts of 8 MiB kept in flight ahead of each sequential
+# downloader; 0: rclone talks to S3 itself, one connection per downloader. 16 met every cold-path goal where each
+# connection is the limit (docs/cold-path.md); memory is at most streams x parts x 8 MiB (4 x 16 x 8 = 512 MiB).
+READ_AHEAD_PARTS = 0
+READ_AHEAD_STREAMS = 4  # sequential downloaders read ahead at once, per node; more are passed through
 
 # --- refresh --------------------------------------------------------------------------------------------------
 MODELS_FILE = "models.txt"
@@ -99,6 +104,8 @@ TIER_DIR_ENV = "HFCACHE_TIER_DIR"
 PREFETCH_STREAMS_ENV = "HFCACHE_PREFETCH_STREAMS"
 PREFETCH_MIN_SIZE_ENV = "HFCACHE_PREFETCH_MIN_SIZE"
 PREFETCH_FAST_RATE_ENV = "HFCACHE_PREFETCH_FAST_RATE"
+READ_AHEAD_PARTS_ENV = "HFCACHE_READ_AHEAD_PARTS"
+READ_AHEAD_STREAMS_ENV = "HFCACHE_READ_AHEAD_STREAMS"
 RCLONE_ARGS_ENV = "HFCACHE_RCLONE_ARGS"
 MODELS_ENV = "HFCACHE_MODELS"
 WORKERS_ENV = "HFCACHE_WORKERS"
@@ -140,6 +147,18 @@ ENV_VARS: tuple[EnvVar, ...] = (
         PREFETCH_MIN_SIZE,
     ),
     _v(PREFETCH_FAST_RATE_ENV, "mount", "no prefetch above this fill rate (--prefetch-fast-rate)", PREFETCH_FAST_RATE),
+    _v(
+        READ_AHEAD_PARTS_ENV,
+        "mount",
+        "read-ahead parts per sequential reader, 0 = off (--read-ahead-parts)",
+        READ_AHEAD_PARTS,
+    ),
+    _v(
+        READ_AHEAD_STREAMS_ENV,
+        "mount",
+        "sequential readers read ahead at once (--read-ahead-streams)",
+        READ_AHEAD_STREAMS,
+    ),
     _v(RCLONE_ARGS_ENV, "mount", "extra rclone flags, used when no --rclone-arg is given"),
     _v(LOG_FORMAT_ENV, "every command", "log lines as text or JSON (--log-format)", LOG_FORMAT),
     _v(PROGRESS_INTERVAL_ENV, "refresh, verify, warm", "seconds between progress lines in a pod", PROGRESS_INTERVAL),

@@ -6,13 +6,15 @@ Servers are real processes started here and stopped in teardown, also when a tes
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from hf_cache.demo.tinymodel import make_tiny_gpt2
-from hf_cache.lab.s3server import S3Server, start_s3_server
+from hf_cache.lab.mounting import RunningMount, start_mount
+from hf_cache.lab.s3link import LinkParams, S3Link
+from hf_cache.lab.s3server import S3Server, start_s3_server, via
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +65,6 @@ def require_tool(name: str) -> str:
 @pytest.fixture
 def mounted(s3_env: dict[str, str], tmp_path: Path):
     """Factory: mounted(bucket=..., prefix=..., extra_args=...) -> RunningMount, stopped and unmounted afterwards."""
-    from hf_cache.lab.mounting import RunningMount, start_mount
 
     require_tool("fusermount3")
     started: list[RunningMount] = []
@@ -104,3 +105,45 @@ def hub_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def link(s3_server: S3Server) -> Iterator[S3Link]:
+    """The S3-like link (cache/lab/s3link.py, real S3's defaults) in front of the session's S3 server."""
+    with S3Link(s3_server.endpoint, LinkParams()) as running:
+        yield running
+
+
+def mount_over(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, *extra: str
+) -> Generator[RunningMount, None, None]:
+    """A mount whose S3 traffic all goes through ``link``, stopped when the generator is closed."""
+    require_tool("fusermount3")
+    m = start_mount(
+        bucket=bucket,
+        prefix="",
+        env=via(s3_env, link.endpoint),
+        mountpoint=tmp_path / "mnt",
+        cache_dir=tmp_path / "cache",
+        extra_args=extra,
+    )
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture
+def link_mount(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link
+) -> Iterator[Callable[..., RunningMount]]:
+    """Factory: a mount over the link (started after publishing: the listing is then complete), stopped after."""
+    running: list[Generator[RunningMount, None, None]] = []
+
+    def start(*extra: str) -> RunningMount:
+        running.append(mount_over(tmp_path, bucket, s3_env, link, *extra))
+        return next(running[-1])
+
+    yield start
+    for gen in running:
+        gen.close()

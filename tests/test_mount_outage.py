@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from hf_cache.lab.mounting import start_mount
 from hf_cache.lab.s3link import LinkParams, S3Link
 from hf_cache.lab.s3server import start_s3_server, via
@@ -42,7 +44,14 @@ def _timed_read(path: Path, limit: float) -> tuple[int | None, str, float]:
     return proc.returncode, proc.stderr.read() if proc.stderr else "", seconds
 
 
-def test_during_an_s3_outage_cached_reads_work_and_uncached_reads_fail_within_the_bound(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "mount_args",
+    [(), ("--read-ahead-parts", "8", "--prefetch-streams", "0")],
+    ids=["rclone-to-s3", "through-read-ahead-endpoint"],
+)
+def test_during_an_s3_outage_cached_reads_work_and_uncached_reads_fail_within_the_bound(
+    tmp_path: Path, mount_args: tuple[str, ...]
+) -> None:
     server = start_s3_server()  # this test's own server, behind a link that fails every request mid-test
     link = S3Link(server.endpoint, LinkParams(rate_mb=0, latency_s=0))
     m = None
@@ -67,7 +76,7 @@ def test_during_an_s3_outage_cached_reads_work_and_uncached_reads_fail_within_th
             env=via(server.env(), link.endpoint),
             mountpoint=tmp_path / "mnt",
             cache_dir=tmp_path / "cache",
-            extra_args=("--freshness", "1s"),
+            extra_args=("--freshness", "1s", *mount_args),
         )
         ref = m.mountpoint / ROOT / "refs" / "main"
         assert ref.read_bytes() == SHA1.encode()

@@ -7,6 +7,7 @@ fanotify.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -20,15 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
-from hf_cache.lab.mounting import RunningMount, start_mount
+from hf_cache.lab.mounting import RunningMount
 from hf_cache.lab.s3link import LinkParams, S3Link
-from hf_cache.lab.s3server import S3Server, via
+from hf_cache.lab.s3server import S3Server
 from hf_cache.mount.prefetch import Policy, fast_enough, marker_live, marker_path, plan, skip_reason
 from hf_cache.readers.warm import prefetching_mount
 from hf_cache.transfer import PER_END, MiB, plan_segments
-from tests.conftest import require_tool
+from tests.conftest import mount_over, require_tool
 from tests.test_warm import BIG, publish, settle, sparse_file
 
 ONE = 1.05  # S3 bytes / size allowed (issue 11's goal): the file once + 4-7 MB abandoned at its one segment end
@@ -43,46 +42,6 @@ def sha256_of(path: Path, block: int = 4 * MiB) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
-
-
-def mount_over(
-    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, *extra: str
-) -> Iterator[RunningMount]:
-    require_tool("fusermount3")
-    m = start_mount(
-        bucket=bucket,
-        prefix="",
-        env=via(s3_env, link.endpoint),
-        mountpoint=tmp_path / "mnt",
-        cache_dir=tmp_path / "cache",
-        extra_args=extra,
-    )
-    try:
-        yield m
-    finally:
-        m.stop()
-
-
-@pytest.fixture
-def link(s3_server: S3Server) -> Iterator[S3Link]:
-    with S3Link(s3_server.endpoint, LinkParams()) as running:
-        yield running
-
-
-@pytest.fixture
-def link_mount(
-    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link
-) -> Iterator[Callable[..., RunningMount]]:
-    """Factory: a mount over the link (started after publishing: the listing is then complete), stopped after."""
-    running: list[Iterator[RunningMount]] = []
-
-    def start(*extra: str) -> RunningMount:
-        running.append(mount_over(tmp_path, bucket, s3_env, link, *extra))
-        return next(running[-1])
-
-    yield start
-    for gen in running:
-        gen.close()
 
 
 def snapshot_dir(m: RunningMount) -> Path:
@@ -258,32 +217,42 @@ def test_prefetch_keeps_working_after_rclone_restarts_and_a_new_snapshot(
     assert set(link.stats.range_starts) >= SEGMENT_STREAM, sorted(link.stats.range_starts)
 
 
-def test_link_faults_during_a_prefetch_never_reach_the_reader(
-    tmp_path: Path, bucket: str, s3_env: dict[str, str], s3_server: S3Server
-) -> None:
+@contextlib.contextmanager
+def read_through_faults(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], s3_server: S3Server, *extra: str
+) -> Iterator[RunningMount]:
+    """A cold 210 MiB file read byte-exact within 60 s while the link answers 5xx, resets and stalls; yields the
+    mount afterwards (tests/test_readahead_mount.py uses it too, with the read-ahead endpoint on)."""
     publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
     want = sha256_of(tmp_path / "src/model.safetensors")
     params = LinkParams(error_rate=0.15, reset_rate=0.1, stall_rate=0.05, stall_s=3.0, seed=11)
     with S3Link(s3_server.endpoint, LinkParams()) as link:
-        for m in mount_over(tmp_path, bucket, s3_env, link):
+        for m in mount_over(tmp_path, bucket, s3_env, link, *extra):
             snap = snapshot_dir(m)
             assert "model.safetensors" in {p.name for p in snap.iterdir()}  # the snapshot folder listed too
-            link.params = params  # faults from now on: listing done, the reads and the prefetch meet them
+            link.params = params  # faults from now on: listing done, the reads (and any prefetch) meet them
             started = time.monotonic()
             assert sha256_of(snap / "model.safetensors") == want
             assert time.monotonic() - started < 60
-            # the prefetch ran (finished or stopped by a fault; it may end after the reader, whose own downloader
-            # also filled the file); either way the reader got every byte
-            deadline = time.monotonic() + 60
-            while True:
-                metrics = m.metrics()
-                ended = metrics["hfcache_prefetch_files_total"] + metrics["hfcache_prefetch_failed_total"]
-                if ended >= 1 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.3)
-            assert ended == 1, m.log()
             stats = link.stats.snapshot()
             assert stats["errors"] + stats["resets"] + stats["stalls"] > 0, stats  # the link did inject faults
+            yield m
+
+
+def test_link_faults_during_a_prefetch_never_reach_the_reader(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], s3_server: S3Server
+) -> None:
+    with read_through_faults(tmp_path, bucket, s3_env, s3_server) as m:
+        # the prefetch ran (finished or stopped by a fault; it may end after the reader, whose own downloader
+        # also filled the file); either way the reader got every byte
+        deadline = time.monotonic() + 60
+        while True:
+            metrics = m.metrics()
+            ended = metrics["hfcache_prefetch_files_total"] + metrics["hfcache_prefetch_failed_total"]
+            if ended >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert ended == 1, m.log()
 
 
 def test_a_reader_whose_own_connection_is_fast_enough_is_left_alone(

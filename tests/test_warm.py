@@ -11,20 +11,19 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from hf_cache.errors import IntegrityError
-from hf_cache.lab.mounting import RunningMount, start_mount
-from hf_cache.lab.s3link import LinkParams, S3Link
-from hf_cache.lab.s3server import S3Server, via
+from hf_cache.lab.mounting import RunningMount
+from hf_cache.lab.s3link import S3Link
+from hf_cache.lab.s3server import S3Server
 from hf_cache.progress import Progress
 from hf_cache.readers.nodecache import NodeCache, data_span, mount_args
 from hf_cache.readers.warm import WarmFile, _Fill, plan_file, verify
 from hf_cache.transfer import PER_END, MiB, plan_segments
-from tests.conftest import require_tool
 from tests.refresh_helpers import run_cli, run_refresh
 
 BIG = 210 * MiB  # above refresh's 200 MiB multipart threshold and warm's largest segment
@@ -38,12 +37,6 @@ def sparse_file(path: Path, size: int) -> None:
         for off in range(0, size, 32 * MiB):
             f.seek(off)
             f.write(os.urandom(min(MiB, size - off)))
-
-
-@pytest.fixture
-def link(s3_server: S3Server) -> Iterator[S3Link]:
-    with S3Link(s3_server.endpoint, LinkParams()) as running:
-        yield running
 
 
 def settle(link: S3Link, quiet: float = 6.0, timeout: float = 30.0) -> None:
@@ -70,32 +63,6 @@ def publish(tmp_path: Path, bucket: str, s3_env: dict[str, str], files: dict[str
     models.write_text(f"org/big source=file://{src}\n")
     result = run_refresh(models, bucket, s3_env, prefix="")
     assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture
-def link_mount(
-    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link
-) -> Iterator[Callable[[], RunningMount]]:
-    """Factory: a mount whose S3 traffic all goes through the link (started after publishing, stopped after)."""
-    require_tool("fusermount3")
-    started: list[RunningMount] = []
-
-    def start(*extra: str) -> RunningMount:
-        started.append(
-            start_mount(
-                bucket=bucket,
-                prefix="",
-                env=via(s3_env, link.endpoint),
-                mountpoint=tmp_path / "mnt",
-                cache_dir=tmp_path / "cache",
-                extra_args=extra,
-            )
-        )
-        return started[-1]
-
-    yield start
-    for m in started:
-        m.stop()
 
 
 @pytest.mark.parametrize("prefetch", ["on", "off"])

@@ -117,6 +117,24 @@ from hf_cache.units import parse_duration
     "always prefetch).",
 )
 @options.env_option(
+    "--read-ahead-parts",
+    envvar=settings.READ_AHEAD_PARTS_ENV,
+    type=click.IntRange(min=0, max=64),
+    default=settings.READ_AHEAD_PARTS,
+    show_default=True,
+    help="Point rclone at the mount's own S3 endpoint on 127.0.0.1, which keeps this many 8 MiB ranged GETs in "
+    "flight ahead of each sequential reader of a cold file and fetches rclone's larger requests as parallel parts "
+    "(0 = off: rclone talks to S3 itself, one connection per reader). See docs/cold-path.md.",
+)
+@options.env_option(
+    "--read-ahead-streams",
+    envvar=settings.READ_AHEAD_STREAMS_ENV,
+    type=click.IntRange(min=1, max=64),
+    default=settings.READ_AHEAD_STREAMS,
+    show_default=True,
+    help="Sequential readers read ahead at once; more are passed through. Memory: up to streams x parts x 8 MiB.",
+)
+@options.env_option(
     "--rclone-arg",
     "rclone_extra",
     envvar=settings.RCLONE_ARGS_ENV,
@@ -145,6 +163,8 @@ def mount(
     prefetch_streams: int,
     prefetch_min_size: str,
     prefetch_fast_rate: str,
+    read_ahead_parts: int,
+    read_ahead_streams: int,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
     from hf_cache.mount.supervisor import Supervisor
@@ -175,5 +195,7 @@ def mount(
         prefetch_streams=prefetch_streams,
         prefetch_min_size=units.parse_size(prefetch_min_size, "--prefetch-min-size"),
         prefetch_fast_rate=units.parse_size(prefetch_fast_rate, "--prefetch-fast-rate"),
+        read_ahead_parts=read_ahead_parts,
+        read_ahead_streams=read_ahead_streams,
     )
     Supervisor(cfg).run()

@@ -45,6 +45,8 @@ class MountConfig:
     prefetch_streams: int = settings.PREFETCH_STREAMS  # prefetch-on-open streams per node (mount/prefetch.py); 0 off
     prefetch_min_size: int = parse_size(settings.PREFETCH_MIN_SIZE, settings.PREFETCH_MIN_SIZE_ENV)
     prefetch_fast_rate: int = parse_size(settings.PREFETCH_FAST_RATE, settings.PREFETCH_FAST_RATE_ENV)  # bytes/s
+    read_ahead_parts: int = settings.READ_AHEAD_PARTS  # the mount's S3 endpoint (mount/s3endpoint.py); 0 off
+    read_ahead_streams: int = settings.READ_AHEAD_STREAMS
 
     @property
     def remote_path(self) -> str:

