@@ -24,7 +24,8 @@ from pathlib import Path
 from hf_cache.lab.mounting import RunningMount
 from hf_cache.lab.s3link import LinkParams, S3Link
 from hf_cache.lab.s3server import S3Server
-from hf_cache.mount.prefetch import Policy, fast_enough, marker_live, marker_path, plan, skip_reason
+from hf_cache.mount.markers import marker_live, marker_path
+from hf_cache.mount.prefetch import Policy, fast_enough, plan, skip_reason
 from hf_cache.readers.warm import prefetching_mount
 from hf_cache.transfer import PER_END, MiB, plan_segments
 from tests.conftest import mount_over, require_tool

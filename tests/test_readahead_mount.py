@@ -15,7 +15,10 @@ from pathlib import Path
 from hf_cache.lab.mounting import RunningMount
 from hf_cache.lab.s3link import S3Link
 from hf_cache.lab.s3server import S3Server
+from hf_cache.mount.markers import READ_AHEAD as READ_AHEAD_MARKER
+from hf_cache.mount.markers import marker_live
 from hf_cache.transfer import MiB
+from tests.refresh_helpers import run_cli
 from tests.test_prefetch import ONE, read_through_faults, sha256_of, snapshot_dir
 from tests.test_warm import BIG, publish, settle
 
@@ -65,3 +68,24 @@ def test_link_faults_during_read_ahead_never_reach_the_reader(
         retries = metrics["hfcache_readahead_part_retries_total"]
         print("streams", metrics["hfcache_readahead_streams_total"], "part retries", retries)
         assert metrics["hfcache_readahead_streams_total"] >= 1, m.log()
+
+
+def test_warm_reads_each_file_once_in_order_when_the_mount_reads_ahead(
+    tmp_path: Path, bucket: str, s3_env: dict[str, str], link: S3Link, link_mount: Callable[..., RunningMount]
+) -> None:
+    """warm's segments would each become a stream reading parts past the segment's end (docs/cold-path.md); the
+    supervisor's marker tells warm to read each file as one sequential reader, which the endpoint parallelises."""
+    publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
+    m = link_mount(*READ_AHEAD)
+    assert marker_live(m.mountpoint, kind=READ_AHEAD_MARKER) == {"parts": 8, "streams": 4}
+    link.reset_stats()
+    result = run_cli(["warm", "org/big", "--mountpoint", str(m.mountpoint)], {})
+    assert result.returncode == 0, result.stderr
+    assert "read-ahead on (one reader per file)" in result.stderr, result.stderr
+    settle(link)
+    stats = link.stats.snapshot()
+    print("warm fetched", stats["bytes_down"] / BIG, "streams", m.metrics()["hfcache_readahead_streams_total"])
+    assert BIG <= stats["bytes_down"] <= ONE * BIG, stats
+    assert stats["peak_open"] >= 6, stats  # still many connections: the endpoint's parts
+    m.stop()
+    assert marker_live(m.mountpoint, kind=READ_AHEAD_MARKER) is None  # a stopped mount leaves no marker

@@ -7,6 +7,7 @@ Through a real mount and rclone: tests/test_readahead_mount.py.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import socket
 import tempfile
@@ -86,6 +87,42 @@ def test_a_continuation_is_served_from_read_ahead_byte_exact(s3_server: S3Server
     # a GET elsewhere in the object (a seek) is not a continuation
     assert get(c, bucket, "dir/model.bin", 7, 99) == data[7:100]
     assert metric(endpoint, "m_streams") == 1
+
+
+@pytest.mark.parametrize("rate_mb", [0, 6], ids=["parked-when-asked-again", "still-waiting-on-a-part"])
+def test_a_request_rclone_gave_up_on_hands_its_stream_to_the_next(
+    s3_server: S3Server, bucket: str, s3_env: dict[str, str], rate_mb: int
+) -> None:
+    """rclone gives up on an answer that is too slow (its --timeout) and asks again from the byte it got to: bytes
+    the endpoint had sent were still in the sockets' buffers. The new request takes over the same stream, rewound to
+    where rclone is, instead of a second stream fetching the same parts (measured before: 1.30x the bytes on a loaded
+    machine). On a slow link the old request is still waiting on a part when the new one comes: it is told to let
+    go; on a fast one it has already parked the stream, a little ahead of rclone."""
+    data = os.urandom(40 * MiB)
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=data)
+    with S3Link(s3_server.endpoint, LinkParams(rate_mb=rate_mb, latency_s=0)) as link:
+        endpoint = start_endpoint(link.endpoint)
+        try:
+            _give_up_and_ask_again(endpoint, bucket, data)
+        finally:
+            endpoint.close()
+
+
+def _give_up_and_ask_again(endpoint: S3Endpoint, bucket: str, data: bytes) -> None:
+    c = client_of(endpoint)
+    assert get(c, bucket, "k", 0, FIRST - 1) == data[:FIRST]
+    conn = http.client.HTTPConnection("127.0.0.1", int(endpoint.url.rsplit(":", 1)[1]), timeout=15)
+    conn.request("GET", f"/{bucket}/k?x-id=GetObject", headers={"Range": f"bytes={FIRST}-{len(data) - 1}"})
+    answer = conn.getresponse()
+    assert answer.status == 206
+    got = answer.read(3 * MiB)  # what rclone had read when it gave up
+    assert got == data[FIRST : FIRST + 3 * MiB]
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    at = FIRST + 3 * MiB
+    assert get(c, bucket, "k", at, None) == data[at:]  # asked again at once, from where it is
+    assert metric(endpoint, "m_streams") == 1, "a second stream fetched what the first had in flight"
+    assert metric(endpoint, "m_bytes") == len(data) - FIRST  # every byte once
 
 
 def test_streams_beyond_the_limit_are_passed_through(s3_server: S3Server, bucket: str, s3_env: dict[str, str]) -> None:

@@ -27,7 +27,6 @@ cap (rclone would evict what it just fetched).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -36,11 +35,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hf_cache.errors import MountError
+from hf_cache.mount.markers import EVERY, PREFETCH, remove_marker, write_marker
 from hf_cache.mount.openwatch import Opened, OpenWatch
 from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.node import vfscache
@@ -49,26 +48,8 @@ from hf_cache.transfer import TOUCH, Segment, fd_reader, fill_segment, rclone_se
 log = logging.getLogger(__name__)
 
 DONE_MEMORY = 120.0  # seconds a finished file is not prefetched again (rclone writes its cache record late)
-MARKER_EVERY = 10.0  # seconds between touches of the marker hf-cache warm looks for
 FAST_WINDOW = 0.4  # seconds the reader's own fill rate is watched before deciding (adds this to a prefetch's start)
 ARM_FOR = 30.0  # seconds an opened candidate waits for its first read() (we hold an open of it meanwhile)
-
-
-def marker_path(mountpoint: Path) -> Path:
-    """Where the supervisor says "this mount prefetches on open", beside the mountpoint (like its lock file), so
-    hf-cache warm - given only the mountpoint, maybe through a pod's bind mount of the node folder - finds it."""
-    return mountpoint.parent / f".{mountpoint.name}.hf-cache-prefetch.json"
-
-
-def marker_live(mountpoint: Path, now: float | None = None) -> dict[str, Any] | None:
-    """The prefetcher's settings if a live supervisor prefetches on this mount (marker touched recently)."""
-    path = marker_path(mountpoint)
-    try:
-        age = (time.time() if now is None else now) - path.stat().st_mtime
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and age < 6 * MARKER_EVERY else None
 
 
 @dataclass(frozen=True)
@@ -207,23 +188,17 @@ class Prefetcher:
         self._touch_marker(force=True)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            marker_path(self.mountpoint).unlink()
+        remove_marker(self.mountpoint, PREFETCH)
         if self.watch is not None:
             self.watch.close()
 
     # -- dispatcher -------------------------------------------------------------------------------------------
     def _touch_marker(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._marker_at < MARKER_EVERY:
+        if not force and now - self._marker_at < EVERY:
             return
         self._marker_at = now
-        data = {"streams": self.policy.streams, "min_size": self.policy.min_size}
-        with contextlib.suppress(OSError):
-            path = marker_path(self.mountpoint)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(path)
+        write_marker(self.mountpoint, PREFETCH, {"streams": self.policy.streams, "min_size": self.policy.min_size})
 
     def _drain(self) -> None:
         """Take events off the fanotify queue as soon as they come, apart from deciding on them. Reading an event is

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -47,7 +48,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.httpsession import get_cert_path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from hf_cache.mount import readahead
+from hf_cache.mount import markers, readahead
 from hf_cache.mount.readahead import Continuations, Ended
 from hf_cache.units import MiB
 
@@ -65,6 +66,8 @@ READ = 128 * 1024
 # with the kernel's autotuned one, safe_open of a 1 GB model pulled 0.98 GB through here for 0.38 GB rclone read.
 SEND_BUFFER = 256 * 1024  # the kernel doubles it
 PART_TRIES = 3  # tries per part, each resuming where the last one stopped
+POLL = 0.2  # seconds between looks at whether rclone is still there while a part is awaited
+HANDOVER_WAIT = 3.0  # seconds a new request waits for the stream an abandoned request of rclone's still holds
 RETRY_PAUSE = 0.2  # seconds before the 2nd try of a part; doubles
 # Headers of rclone's request passed to S3: the ones that change the answer. Its signature headers are its own
 # (a placeholder key), the SDK's bookkeeping headers mean nothing to S3.
@@ -198,6 +201,9 @@ class Stream:
         self._next = start  # the next part's offset
         self.limit = limit
         self._parts: deque[Part] = deque()
+        self._done: Part | None = None  # the last part consumed: rclone may not have read its end (see rewind)
+        self.serving = False  # a request is answering from it (guarded by the endpoint's lock)
+        self.yield_at: int | None = None  # a new request of rclone's wants it from here: let go
         self._top_up()
 
     def extend(self, limit: int) -> None:
@@ -235,8 +241,26 @@ class Stream:
         self.pos += sent
         part = self._parts[0]
         if self.pos >= part.offset + part.length:
-            self._parts.popleft()
+            self._done = self._parts.popleft()
             self._top_up()
+
+    def covers(self, start: int) -> bool:
+        """Whether the stream can answer from ``start`` <= ``pos``: bytes it sent that rclone never read (they were
+        in the sockets' buffers when rclone gave up on a slow answer and asked again) are still held."""
+        if start == self.pos:
+            return True
+        held = [p for p in (self._done, self._parts[0] if self._parts else None) if p is not None]
+        return start < self.pos and any(p.offset <= start < p.offset + p.length for p in held)
+
+    def rewind(self, start: int) -> None:
+        """Answer from ``start`` again (``covers(start)`` must hold)."""
+        if self._parts and self._parts[0].offset <= start:
+            self.pos = start
+            return
+        if self._done is not None and start != self.pos:
+            self._parts.appendleft(self._done)
+            self._done = None
+        self.pos = start
 
     def close(self) -> None:
         for part in self._parts:
@@ -293,12 +317,17 @@ class S3Endpoint:
         depth: int,
         streams: int,
         registry: CollectorRegistry | None = None,
+        mountpoint: Path | None = None,
     ):
+        """``mountpoint``: where to keep the marker that tells ``hf-cache warm`` this mount reads ahead."""
         self.depth, self.streams, self.io_step = depth, streams, io_step
+        self.mountpoint = mountpoint
         self.upstream = Upstream(endpoint_url, region, io_step, pool_size=max(16, depth * streams + 16))
         self.pool = ThreadPoolExecutor(max(1, depth * streams), thread_name_prefix="s3-readahead")
         self._lock = threading.Lock()
         self._live = 0  # streams serving or parked (each holds at most depth parts)
+        self._handed = threading.Condition(self._lock)  # a serving stream was let go
+        self._by_path: dict[str, set[Stream]] = {}  # live streams by object
         self._ends: Continuations[Stream] = Continuations(self._drop)
         r = registry if registry is not None else CollectorRegistry()
         self.m_streams = Counter("hfcache_readahead_streams", "Sequential downloaders given read-ahead", registry=r)
@@ -324,6 +353,8 @@ class S3Endpoint:
         return self.url
 
     def close(self) -> None:
+        if self.mountpoint is not None:
+            markers.remove_marker(self.mountpoint, markers.READ_AHEAD)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -333,16 +364,53 @@ class S3Endpoint:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _expire_loop(self) -> None:
+        marked = 0.0
         while self._server is not None:
+            if self.mountpoint is not None and time.monotonic() - marked >= markers.EVERY:
+                markers.write_marker(
+                    self.mountpoint, markers.READ_AHEAD, {"parts": self.depth, "streams": self.streams}
+                )
+                marked = time.monotonic()
             time.sleep(1.0)
             with self._lock:
                 self._ends.expire()
 
     def _drop(self, stream: Stream) -> None:
-        """Called with ``_lock`` held or for a stream no table holds."""
+        """Called with ``_lock`` held."""
         stream.close()
+        self._by_path.get(stream.path, set()).discard(stream)
+        if not self._by_path.get(stream.path, True):
+            del self._by_path[stream.path]
         self._live -= 1
         self.m_live.set(self._live)
+
+    def _new_stream(
+        self, path: str, query: str, condition: tuple[str, str] | None, start: int, limit: int
+    ) -> Stream | None:
+        """A stream if a slot is free (with ``_lock`` held)."""
+        if not self._slot():
+            return None
+        stream = Stream(self, path, query, condition, start, limit)
+        self._by_path.setdefault(path, set()).add(stream)
+        return stream
+
+    def _claim(self, path: str, start: int) -> tuple[Ended[Stream] | None, Stream | None]:
+        """The parked stream rclone's request at ``start`` continues, or only where a GET ended (with ``_lock``)."""
+        ended = self._ends.take(path, start)
+        if ended is not None:
+            if ended.stream is not None:
+                ended.stream.extend(ended.total)
+            return ended, ended.stream
+        for stream in list(self._by_path.get(path, ())):  # parked a little past where rclone really is
+            if not stream.serving and stream.pos > start and stream.covers(start):
+                parked = self._ends.take(path, stream.pos)
+                if parked is not None and parked.stream is stream:
+                    stream.rewind(start)
+                    stream.extend(parked.total)
+                    return parked, stream
+                if parked is not None:
+                    self._ends.remember(path, parked)
+        return None, None
 
     # -- requests --------------------------------------------------------------------------------------------
     def handle(self, h: _Handler, method: str) -> None:
@@ -353,15 +421,21 @@ class S3Endpoint:
         if wanted is not None and params <= readahead.PLAIN_GET_PARAMS and h.headers.get("If-Match") is None:
             start, end = wanted
             with self._lock:
-                ended = self._ends.take(path, start)
-                stream = None
-                if ended is not None and ended.stream is not None:  # rclone's next request: read on ahead
-                    stream = ended.stream
-                    stream.extend(ended.total)
-                elif ended is not None and self._slot():  # a continuation: read ahead from here
-                    stream = Stream(self, path, query, ended.condition, start, ended.total)
-                elif end is not None and end + 1 - start > readahead.PART and self._slot():  # its parts in parallel
-                    stream = Stream(self, path, query, None, start, end + 1)
+                ended, stream = self._claim(path, start)
+                if ended is None:
+                    # rclone gave up on a slow answer and asks again: the stream still serving that answer is
+                    # handed over instead of a second one fetching the same parts
+                    busy = next((s for s in self._by_path.get(path, ()) if s.serving and s.covers(start)), None)
+                    if busy is not None:
+                        busy.yield_at = start
+                        self._handed.wait_for(lambda: not busy.serving, timeout=HANDOVER_WAIT)
+                        ended, stream = self._claim(path, start)
+                if stream is None and ended is not None:  # a continuation: read ahead from here
+                    stream = self._new_stream(path, query, ended.condition, start, ended.total)
+                elif stream is None and end is not None and end + 1 - start > readahead.PART:  # parts in parallel
+                    stream = self._new_stream(path, query, None, start, end + 1)
+                if stream is not None:
+                    stream.serving, stream.yield_at = True, None
             if stream is not None:
                 self._serve(h, path, wanted, ended, stream)
                 return
@@ -454,7 +528,7 @@ class S3Endpoint:
         last: int | None = None
         try:
             if ended is None:  # the first part's answer says what the object is
-                answer = self._wait(h, lambda: s.first_answer(0.5))
+                answer = self._wait(h, s, lambda: s.first_answer(POLL))
                 if answer is None:
                     gone = True
                     return
@@ -468,7 +542,7 @@ class S3Endpoint:
             if last is None:  # past the end: S3's own 416
                 failure = UpstreamError("range past the end")
                 return
-            chunk = self._wait(h, lambda: s.next_bytes(min(COPY, last + 1 - s.pos), 0.5))
+            chunk = self._wait(h, s, lambda: s.next_bytes(min(COPY, last + 1 - s.pos), POLL))
             if chunk is None:
                 gone = True
                 return
@@ -484,7 +558,7 @@ class S3Endpoint:
                 s.advance(len(chunk))
                 if s.pos > last:
                     return
-                chunk = self._wait(h, lambda: s.next_bytes(min(COPY, last + 1 - s.pos), 0.5))
+                chunk = self._wait(h, s, lambda: s.next_bytes(min(COPY, last + 1 - s.pos), POLL))
             gone = True
         except OSError:  # rclone hung up (its read timeout, or it moved on): it may come back for the rest
             gone = True
@@ -494,6 +568,7 @@ class S3Endpoint:
             if gone or (started and failure is not None):
                 h.close_connection = True  # rclone sees a cut answer, as from S3, and asks again
             with self._lock:
+                s.serving = False
                 if failure is None and ended is not None:
                     keep = None if s.exhausted() else s
                     self._ends.remember(path, Ended(ended.condition, s.pos, ended.total, ended.headers, keep))
@@ -501,6 +576,7 @@ class S3Endpoint:
                         self._drop(s)
                 else:
                     self._drop(s)
+                self._handed.notify_all()
             if failure is not None and started:
                 log.info("read-ahead of %s stopped at byte %d: %s", s.path, s.pos, failure)
                 self.m_failed.inc()
@@ -508,9 +584,12 @@ class S3Endpoint:
             self.m_failed.inc()
             self._pass(h, "GET", path, s.query)
 
-    def _wait(self, h: _Handler, ready: Callable[[], T | None]) -> T | None:
-        """``ready()``'s answer, asked again as long as rclone stays connected (None once it has gone)."""
+    def _wait(self, h: _Handler, s: Stream, ready: Callable[[], T | None]) -> T | None:
+        """``ready()``'s answer, asked again as long as rclone stays connected and no newer request of rclone's
+        wants the stream (None then)."""
         while True:
+            if s.yield_at is not None:
+                return None
             got = ready()
             if got is not None:
                 return got

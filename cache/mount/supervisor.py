@@ -457,6 +457,7 @@ class Supervisor:
             cfg.read_ahead_parts,
             cfg.read_ahead_streams,
             self.metrics.registry,
+            cfg.mountpoint,
         )
         endpoint.start()
         self._endpoint = endpoint

@@ -39,6 +39,7 @@ from hf_cache.layout import (
     repo_folder_name,
     snapshot_path,
 )
+from hf_cache.mount.markers import PREFETCH, READ_AHEAD, marker_live
 from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.progress import Progress
 from hf_cache.readers import nodecache
@@ -266,10 +267,16 @@ def mountpoint_of(snapshot: Path) -> Path | None:
 def prefetching_mount(snapshot: Path) -> dict[str, Any] | None:
     """The prefetcher's settings when the mount holding ``snapshot`` prefetches on first read(), else None (logged
     by warm: its streams and the prefetcher's meet in the same rclone downloaders)."""
-    from hf_cache.mount.prefetch import marker_live  # prometheus_client and fanotify: only when asked
-
     mount = mountpoint_of(snapshot)
-    return marker_live(mount) if mount is not None else None
+    return marker_live(mount, kind=PREFETCH) if mount is not None else None
+
+
+def reading_ahead(snapshot: Path) -> bool:
+    """Whether the mount holding ``snapshot`` reads ahead through its S3 endpoint (mount/s3endpoint.py). Then warm
+    reads each file as one sequential reader and the endpoint fetches it in parallel: warm's segments would each
+    become a stream reading parts past the segment's end (2.94 GB at the link for 2.07 GB at 15 MB/s)."""
+    mount = mountpoint_of(snapshot)
+    return mount is not None and marker_live(mount, kind=READ_AHEAD) is not None
 
 
 def warm(
@@ -298,7 +305,8 @@ def warm(
             raise HfCacheError("warm found problems: " + "; ".join(problems))
         return 0, 0
     files.sort(key=lambda f: -f.size)  # big files first: the small ones fill the gaps at the end
-    jobs = [_Fill(f, plan_file(f.size, workers) or [Segment(0, 0)]) for f in files]
+    whole = reading_ahead(files[0].path.parent)
+    jobs = [_Fill(f, ([Segment(0, f.size)] if whole else plan_file(f.size, workers)) or [Segment(0, 0)]) for f in files]
     mount = mountpoint_of(files[0].path.parent)
     cache = nodecache.find(mount) if mount is not None else None
     from_cache = 0
@@ -324,11 +332,13 @@ def warm(
                     fills.submit(fill, job, i)
         problems += [p for p in hashers.map(check, jobs) if p]
     log.info(
-        "warm: verified %d MiB, %d MiB of it read from rclone's cache file%s; the mount's prefetch is %s",
+        "warm: verified %d MiB, %d MiB of it read from rclone's cache file%s; the mount's prefetch is %s, its "
+        "read-ahead %s",
         total >> 20,
         from_cache >> 20,
         "" if cache else " (not visible from here: read through the mount)",
         "on" if prefetching_mount(files[0].path.parent) else "off",
+        "on (one reader per file)" if whole else "off",
     )
     if problems:
         raise HfCacheError("warm found problems: " + "; ".join(problems))
