@@ -249,7 +249,10 @@ class Stream:
         in the sockets' buffers when rclone gave up on a slow answer and asked again) are still held."""
         if start == self.pos:
             return True
-        held = [p for p in (self._done, self._parts[0] if self._parts else None) if p is not None]
+        try:  # asked of a serving stream too, whose thread may pop a part meanwhile: a wrong "no" only costs a stream
+            held = [p for p in (self._done, self._parts[0] if self._parts else None) if p is not None]
+        except IndexError:
+            return False
         return start < self.pos and any(p.offset <= start < p.offset + p.length for p in held)
 
     def rewind(self, start: int) -> None:
