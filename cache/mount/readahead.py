@@ -139,9 +139,6 @@ class Continuations(Generic[S]):
                 return
             self._forget(key)
 
-    def parked(self) -> int:
-        return sum(1 for e in self._ends.values() if e.stream is not None)
-
     def clear(self) -> None:
         while self._ends:
             self._forget(next(iter(self._ends)))

@@ -28,6 +28,7 @@ What the mount guarantees holds through it:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import select
 import socket
@@ -211,9 +212,10 @@ class Stream:
         self._top_up()
 
     def _top_up(self) -> None:
-        while len(self._parts) < self.endpoint.depth and self._next < self.limit:
-            part = Part(self._next, min(readahead.PART, self.limit - self._next))
-            self._next += part.length
+        room = max(0, self.endpoint.depth - len(self._parts))
+        for offset, length in itertools.islice(readahead.parts(self._next, self.limit), room):
+            part = Part(offset, length)
+            self._next = offset + length
             self._parts.append(part)
             self.endpoint.pool.submit(self.endpoint.fetch, self, part)
 

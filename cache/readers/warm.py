@@ -271,14 +271,6 @@ def prefetching_mount(snapshot: Path) -> dict[str, Any] | None:
     return marker_live(mount, kind=PREFETCH) if mount is not None else None
 
 
-def reading_ahead(snapshot: Path) -> bool:
-    """Whether the mount holding ``snapshot`` reads ahead through its S3 endpoint (mount/s3endpoint.py). Then warm
-    reads each file as one sequential reader and the endpoint fetches it in parallel: warm's segments would each
-    become a stream reading parts past the segment's end (2.94 GB at the link for 2.07 GB at 15 MB/s)."""
-    mount = mountpoint_of(snapshot)
-    return mount is not None and marker_live(mount, kind=READ_AHEAD) is not None
-
-
 def warm(
     snapshots: list[Path] | list[tuple[Path, Path | None]], workers: int = 16, progress: Progress | None = None
 ) -> tuple[int, int]:
@@ -305,9 +297,12 @@ def warm(
             raise HfCacheError("warm found problems: " + "; ".join(problems))
         return 0, 0
     files.sort(key=lambda f: -f.size)  # big files first: the small ones fill the gaps at the end
-    whole = reading_ahead(files[0].path.parent)
-    jobs = [_Fill(f, ([Segment(0, f.size)] if whole else plan_file(f.size, workers)) or [Segment(0, 0)]) for f in files]
     mount = mountpoint_of(files[0].path.parent)
+    # a mount reading ahead through its S3 endpoint (mount/s3endpoint.py) fetches each file in parallel for one
+    # sequential reader; warm's segments would each become a stream reading parts past the segment's end (2.94 GB at
+    # the link for 2.07 GB at 15 MB/s)
+    whole = mount is not None and marker_live(mount, kind=READ_AHEAD) is not None
+    jobs = [_Fill(f, ([Segment(0, f.size)] if whole else plan_file(f.size, workers)) or [Segment(0, 0)]) for f in files]
     cache = nodecache.find(mount) if mount is not None else None
     from_cache = 0
     lock = threading.Lock()
