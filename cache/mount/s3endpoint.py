@@ -637,8 +637,8 @@ class S3Endpoint:
                         n = _read_into(response, view[part.filled : min(part.length, part.filled + READ)])
                         if not n:
                             raise UpstreamError("S3 answer ended early")
+                        self.m_bytes.inc(n)  # counted before the reader can see the bytes
                         part.grew(n)
-                        self.m_bytes.inc(n)
                     complete = part.filled == part.length
                 finally:
                     _finish(response, complete)
