@@ -137,7 +137,7 @@ class Bench:
         self.model_snap = ""
         self.last_mount: _Mounted | None = None
         # per pattern and side: [files prefetched or in flight, reads judged fast (left alone), bytes at the link,
-        # read-ahead streams], summed over rounds
+        # read-ahead streams, bytes its parts fetched, bytes it passed through], summed over rounds
         self.prefetch: dict[str, dict[str, list[int]]] = {}
 
     # -- setup --------------------------------------------------------------------------------------------------
@@ -309,11 +309,13 @@ class Bench:
 
     def tally(self, name: str, side: str, link_bytes: int = 0) -> None:
         got = self.last_mount.final if self.last_mount else {}
-        counts = self.prefetch.setdefault(name, {}).setdefault(side, [0, 0, 0, 0])
+        counts = self.prefetch.setdefault(name, {}).setdefault(side, [0, 0, 0, 0, 0, 0])
         counts[0] += int(got.get("hfcache_prefetch_files_total", 0) + got.get("hfcache_prefetch_in_flight", 0))
         counts[1] += int(got.get("hfcache_prefetch_fast_total", 0))
         counts[2] += link_bytes
         counts[3] += int(got.get("hfcache_readahead_streams_total", 0))
+        counts[4] += int(got.get("hfcache_readahead_fetched_bytes_total", 0))
+        counts[5] += int(got.get("hfcache_s3_passed_bytes_total", 0))
 
     def readers_tallied(self, side: str, extra: tuple[str, ...]) -> tuple[float, float, float]:
         got = self.readers(extra)
@@ -467,7 +469,8 @@ def print_prefetch(name: str, tally: dict[str, list[int]]) -> None:
         + "; ".join(
             f"{side}: {files} files prefetched, {fast} reads judged fast, {streams} read-ahead streams, "
             f"{link_bytes / 1e9:.2f} GB at the link"
-            for side, (files, fast, link_bytes, streams) in tally.items()
+            + (f" ({parts / 1e9:.2f} by read-ahead parts, {passed / 1e9:.2f} passed through)" if streams else "")
+            for side, (files, fast, link_bytes, streams, parts, passed) in tally.items()
         ),
         flush=True,
     )

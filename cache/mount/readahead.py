@@ -11,6 +11,7 @@ request, so they are passed through untouched.
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from collections import OrderedDict
@@ -24,6 +25,8 @@ PART = 8 * MiB  # one ranged GET of a stream: boto3's part size (its transfer ma
 REMEMBERED = 4096  # ends of recent GETs kept to recognise a continuation (an entry is ~300 bytes)
 REMEMBER_FOR = 10.0  # seconds: rclone asks its next range as soon as it has consumed the previous one; a parked
 # stream (up to depth x PART bytes of memory) is dropped after this
+
+ASKED_FOR = 600.0  # seconds the ranges rclone asked for are remembered (see Asked)
 
 _RANGE_RE = re.compile(r"bytes=(\d+)-(\d*)")
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -147,3 +150,64 @@ class Continuations(Generic[S]):
         ended = self._ends.pop(key)
         if ended.stream is not None:
             self._on_drop(ended.stream)
+
+
+class Asked:
+    """The ranges of each object rclone asked for lately, merged, so that a stream does not read ahead into bytes
+    rclone already has or is fetching with another downloader.
+
+    rclone stops a downloader that runs into bytes already in its cache (it skips 1 MiB, then stops: vfscache's
+    ``maxSkipBytes``), so parts fetched past the start of such a range are never asked for. Bounded: at most
+    ``limit`` objects (least recently asked dropped) of at most ``per_object`` ranges each; forgotten after ``ttl``
+    (rclone's cache may have evicted them since: a stale range costs a paused read-ahead, not a wrong byte)."""
+
+    def __init__(
+        self,
+        limit: int = REMEMBERED,
+        per_object: int = 256,
+        ttl: float = ASKED_FOR,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._ranges: OrderedDict[str, tuple[float, list[list[int]]]] = OrderedDict()
+        self._limit, self._per_object, self._ttl, self._clock = limit, per_object, ttl, clock
+
+    def add(self, path: str, start: int, end: int) -> None:
+        """rclone asked for ``[start, end)`` of ``path``."""
+        if end <= start:
+            return
+        _, ranges = self._ranges.pop(path, (0.0, []))
+        i = bisect.bisect_left(ranges, start, key=_start)
+        if i and ranges[i - 1][1] >= start:  # touches the range before it
+            i -= 1
+        new = [min(start, ranges[i][0]) if i < len(ranges) else start, end]
+        j = i
+        while j < len(ranges) and ranges[j][0] <= new[1]:  # swallow the ranges it touches
+            new = [min(new[0], ranges[j][0]), max(new[1], ranges[j][1])]
+            j += 1
+        ranges[i:j] = [new]
+        if len(ranges) > self._per_object:
+            del ranges[0]
+        self._ranges[path] = (self._clock(), ranges)
+        while len(self._ranges) > self._limit:
+            self._ranges.popitem(last=False)
+
+    def barrier(self, path: str, pos: int) -> int | None:
+        """The first byte past ``pos`` where a range rclone asked for starts: read-ahead from ``pos`` stops there
+        (None: nothing asked for ahead)."""
+        at, ranges = self._ranges.get(path, (0.0, []))
+        if not ranges or self._clock() - at >= self._ttl:
+            return None
+        i = bisect.bisect_right(ranges, pos, key=_start)
+        return ranges[i][0] if i < len(ranges) else None
+
+    def expire(self) -> None:
+        now = self._clock()
+        while self._ranges:
+            path, (at, _) = next(iter(self._ranges.items()))
+            if now - at < self._ttl:
+                return
+            del self._ranges[path]
+
+
+def _start(r: list[int]) -> int:
+    return r[0]

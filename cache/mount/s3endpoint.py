@@ -198,7 +198,7 @@ class Stream:
         self, endpoint: S3Endpoint, path: str, query: str, condition: tuple[str, str] | None, start: int, limit: int
     ):
         self.endpoint, self.path, self.query, self.condition = endpoint, path, query, condition
-        self.pos = start
+        self.pos = self.first = start
         self._next = start  # the next part's offset
         self.limit = limit
         self._parts: deque[Part] = deque()
@@ -212,8 +212,11 @@ class Stream:
         self._top_up()
 
     def _top_up(self) -> None:
+        """Keep ``depth`` parts in flight, up to where rclone already asked for bytes (with the endpoint's lock)."""
         room = max(0, self.endpoint.depth - len(self._parts))
-        for offset, length in itertools.islice(readahead.parts(self._next, self.limit), room):
+        barrier = self.endpoint._asked.barrier(self.path, self.pos)
+        limit = self.limit if barrier is None else min(self.limit, barrier)
+        for offset, length in itertools.islice(readahead.parts(self._next, limit), room):
             part = Part(offset, length)
             self._next = offset + length
             self._parts.append(part)
@@ -240,11 +243,20 @@ class Stream:
         return memoryview(part.buf)[rel : min(filled, rel + limit)]
 
     def advance(self, sent: int) -> None:
-        self.pos += sent
-        part = self._parts[0]
-        if self.pos >= part.offset + part.length:
-            self._done = self._parts.popleft()
-            self._top_up()
+        with self.endpoint._lock:
+            self.pos += sent
+            part = self._parts[0]
+            if self.pos >= part.offset + part.length:
+                self._done = self._parts.popleft()
+                self._top_up()
+
+    def trim(self, at: int) -> None:
+        """Stop reading ahead at ``at``, where another downloader of rclone's starts (with the endpoint's lock):
+        rclone stops this one when it gets there, so parts from there on would be fetched for nothing."""
+        while len(self._parts) > 1 and self._parts[-1].offset >= at:
+            part = self._parts.pop()
+            part.cancelled = True
+            self._next = part.offset
 
     def covers(self, start: int) -> bool:
         """Whether the stream can answer from ``start`` <= ``pos``: bytes it sent that rclone never read (they were
@@ -266,6 +278,10 @@ class Stream:
             self._parts.appendleft(self._done)
             self._done = None
         self.pos = start
+
+    def unsent(self) -> int:
+        """Bytes fetched ahead that rclone was not sent (yet): wasted if the stream is dropped now."""
+        return sum(p.filled for p in list(self._parts)) - (self.pos - self._parts[0].offset if self._parts else 0)
 
     def close(self) -> None:
         for part in self._parts:
@@ -334,12 +350,16 @@ class S3Endpoint:
         self._handed = threading.Condition(self._lock)  # a serving stream was let go
         self._by_path: dict[str, set[Stream]] = {}  # live streams by object
         self._ends: Continuations[Stream] = Continuations(self._drop)
+        self._asked = readahead.Asked()
         r = registry if registry is not None else CollectorRegistry()
         self.m_streams = Counter("hfcache_readahead_streams", "Sequential downloaders given read-ahead", registry=r)
         self.m_live = Gauge("hfcache_readahead_streams_live", "Read-ahead streams serving or parked", registry=r)
         self.m_bytes = Counter("hfcache_readahead_fetched_bytes", "Bytes read-ahead parts fetched from S3", registry=r)
         self.m_passed = Counter(
             "hfcache_s3_passed_bytes", "Bytes of S3 answers passed through as they came", registry=r
+        )
+        self.m_unsent = Counter(
+            "hfcache_readahead_unsent_bytes", "Bytes read-ahead fetched that rclone never asked for", registry=r
         )
         self.m_retries = Counter("hfcache_readahead_part_retries", "Part fetches tried again", registry=r)
         self.m_failed = Counter("hfcache_readahead_failed_streams", "Streams dropped on an S3 failure", registry=r)
@@ -379,9 +399,20 @@ class S3Endpoint:
             time.sleep(1.0)
             with self._lock:
                 self._ends.expire()
+                self._asked.expire()
 
     def _drop(self, stream: Stream) -> None:
         """Called with ``_lock`` held."""
+        unsent = stream.unsent()
+        self.m_unsent.inc(unsent)
+        log.debug(
+            "read-ahead stream of %s dropped: from %d, rclone got to %d, planned to %d, %d bytes unsent",
+            stream.path,
+            stream.first,
+            stream.pos,
+            stream._next,
+            unsent,
+        )
         stream.close()
         self._by_path.get(stream.path, set()).discard(stream)
         if not self._by_path.get(stream.path, True):
@@ -423,6 +454,12 @@ class S3Endpoint:
         path, query = unquote(split.path), canonical_query(split.query)
         params = {k for k, _ in parse_qsl(split.query, keep_blank_values=True)}
         wanted = readahead.parse_range(h.headers.get("Range")) if method == "GET" else None
+        if wanted is not None:
+            with self._lock:
+                self._asked.add(path, wanted[0], wanted[0] + 1 if wanted[1] is None else wanted[1] + 1)
+                for other in self._by_path.get(path, ()):
+                    if other.pos < wanted[0]:
+                        other.trim(wanted[0])
         if wanted is not None and params <= readahead.PLAIN_GET_PARAMS and h.headers.get("If-Match") is None:
             start, end = wanted
             with self._lock:
