@@ -209,7 +209,10 @@ def test_prefetch_keeps_working_after_rclone_restarts_and_a_new_snapshot(
     ref = m.mountpoint / "hub/models--org--big/refs/main"
     deadline = time.monotonic() + 30
     while ref.read_text() == old.name or not (snapshot_dir_of(m, ref.read_text()) / "model.safetensors").exists():
-        assert time.monotonic() < deadline, "the new snapshot never reached the mount"
+        assert time.monotonic() < deadline, (
+            f"the new snapshot never reached the mount: refs/main reads {ref.read_text()!r} (old {old.name}); "
+            f"mount log:\n{m.log()[-4000:]}"
+        )
         time.sleep(0.5)
     snap = snapshot_dir_of(m, ref.read_text())
     link.reset_stats()

@@ -27,7 +27,7 @@ from hf_cache.lab.s3server import S3Server, start_rclone_s3
 from hf_cache.mount import readahead
 from hf_cache.mount.rclone import LOCAL_KEY, rclone_env
 from hf_cache.mount.readahead import Asked, Continuations, Ended
-from hf_cache.mount.s3endpoint import S3Endpoint
+from hf_cache.mount.s3endpoint import S3Endpoint, Stream
 from hf_cache.units import MiB
 
 FIRST = 4 * MiB  # what a reader's first request asks (rclone: 16 MiB; smaller here, same logic)
@@ -90,37 +90,49 @@ def test_a_continuation_is_served_from_read_ahead_byte_exact(s3_server: S3Server
     assert metric(endpoint, "m_streams") == 1
 
 
-@pytest.mark.parametrize("rate_mb", [0, 6], ids=["parked-when-asked-again", "still-waiting-on-a-part"])
+@pytest.mark.parametrize(
+    ("rate_mb", "got_to"),
+    [(0, 3 * MiB), (6, 3 * MiB), (0, 3 * MiB + 64 * 1024)],
+    ids=["parked-when-asked-again", "still-waiting-on-a-part", "mid-chunk"],
+)
 def test_a_request_rclone_gave_up_on_hands_its_stream_to_the_next(
-    s3_server: S3Server, bucket: str, s3_env: dict[str, str], rate_mb: int
+    s3_server: S3Server, bucket: str, s3_env: dict[str, str], rate_mb: int, got_to: int
 ) -> None:
     """rclone gives up on an answer that is too slow (its --timeout) and asks again from the byte it got to: bytes
     the endpoint had sent were still in the sockets' buffers. The new request takes over the same stream, rewound to
     where rclone is, instead of a second stream fetching the same parts (measured before: 1.30x the bytes on a loaded
     machine). On a slow link the old request is still waiting on a part when the new one comes: it is told to let
-    go; on a fast one it has already parked the stream, a little ahead of rclone."""
+    go; on a fast one it has already parked the stream, a little ahead of rclone. Mid-chunk: rclone gave up in the
+    middle of a chunk whose write had not returned, so it asks again from a byte past the stream's position (CI
+    caught this one: not handed over, the stream's parts from there were cancelled as another downloader's)."""
     data = os.urandom(40 * MiB)
     s3_server.client().put_object(Bucket=bucket, Key="k", Body=data)
     with S3Link(s3_server.endpoint, LinkParams(rate_mb=rate_mb, latency_s=0)) as link:
         endpoint = start_endpoint(link.endpoint)
         try:
-            _give_up_and_ask_again(endpoint, bucket, data)
+            _give_up_and_ask_again(endpoint, bucket, data, got_to)
         finally:
             endpoint.close()
 
 
-def _give_up_and_ask_again(endpoint: S3Endpoint, bucket: str, data: bytes) -> None:
+def _give_up_and_ask_again(endpoint: S3Endpoint, bucket: str, data: bytes, got_to: int) -> None:
     c = client_of(endpoint)
     assert get(c, bucket, "k", 0, FIRST - 1) == data[:FIRST]
-    conn = http.client.HTTPConnection("127.0.0.1", int(endpoint.url.rsplit(":", 1)[1]), timeout=15)
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    conn.sock = socket.socket()
+    # small, so that the endpoint's write of the chunk rclone stopped in cannot return (the kernel doubles it)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    conn.sock.settimeout(15)
+    conn.sock.connect(("127.0.0.1", port))
     conn.request("GET", f"/{bucket}/k?x-id=GetObject", headers={"Range": f"bytes={FIRST}-{len(data) - 1}"})
     answer = conn.getresponse()
     assert answer.status == 206
-    got = answer.read(3 * MiB)  # what rclone had read when it gave up
-    assert got == data[FIRST : FIRST + 3 * MiB]
+    got = answer.read(got_to)  # what rclone had read when it gave up
+    assert got == data[FIRST : FIRST + got_to]
     conn.sock.shutdown(socket.SHUT_RDWR)
     conn.close()
-    at = FIRST + 3 * MiB
+    at = FIRST + got_to
     assert get(c, bucket, "k", at, None) == data[at:]  # asked again at once, from where it is
     assert metric(endpoint, "m_streams") == 1, "a second stream fetched what the first had in flight"
     # every byte once (a part's fetch thread counts its bytes just after the reader may already have them)
@@ -456,3 +468,25 @@ def test_asked_ranges_merge_and_bound_read_ahead() -> None:
     assert asked.barrier("/b/b", 0) is None
     asked.expire()
     assert asked.barrier("/b/a", 0) is None
+
+
+def test_a_stream_covers_rclone_asking_again_behind_or_ahead_of_where_its_writes_got() -> None:
+    """rclone asks again from the byte it got to: behind the stream's position (bytes sent sat in the sockets'
+    buffers) or ahead of it (it gave up while a chunk's write had not returned, and ``pos`` moves when a write
+    returns). Both are the same downloader and get the same stream; a start past the part being sent is another
+    downloader's (CI caught the ahead case: not handed over, and the parts from there were cancelled as if another
+    downloader had started there)."""
+
+    class Pool:
+        def submit(self, *args: object) -> None:
+            pass
+
+    class Endpoint:
+        depth, pool, _asked, fetch = 4, Pool(), Asked(), None
+
+    s = Stream(Endpoint(), "/b/k", "", ("If-Match", '"e"'), 4 * MiB, 40 * MiB)  # type: ignore[arg-type]
+    s.pos = 7 * MiB  # a chunk's write from 7 MiB had not returned when rclone gave up
+    assert s.covers(7 * MiB + 64 * 1024) and s.covers(5 * MiB) and s.covers(7 * MiB)
+    assert not s.covers(12 * MiB) and not s.covers(3 * MiB)
+    s.rewind(7 * MiB + 64 * 1024)
+    assert s.pos == 7 * MiB + 64 * 1024

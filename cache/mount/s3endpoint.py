@@ -259,18 +259,17 @@ class Stream:
             self._next = part.offset
 
     def covers(self, start: int) -> bool:
-        """Whether the stream can answer from ``start`` <= ``pos``: bytes it sent that rclone never read (they were
-        in the sockets' buffers when rclone gave up on a slow answer and asked again) are still held."""
+        """Whether the stream can answer from ``start``, within the part being sent or the one before it (with the
+        endpoint's lock). rclone gives up on a slow answer and asks again from the byte it got to: behind ``pos``
+        when bytes sent sat unread in the sockets' buffers, ahead of it when it gave up while a chunk was being
+        written (``pos`` moves once a write returns)."""
         if start == self.pos:
             return True
-        try:  # asked of a serving stream too, whose thread may pop a part meanwhile: a wrong "no" only costs a stream
-            held = [p for p in (self._done, self._parts[0] if self._parts else None) if p is not None]
-        except IndexError:
-            return False
-        return start < self.pos and any(p.offset <= start < p.offset + p.length for p in held)
+        held = [p for p in (self._done, self._parts[0] if self._parts else None) if p is not None]
+        return any(p.offset <= start < p.offset + p.length for p in held)
 
     def rewind(self, start: int) -> None:
-        """Answer from ``start`` again (``covers(start)`` must hold)."""
+        """Answer from ``start`` on (``covers(start)`` must hold)."""
         if self._parts and self._parts[0].offset <= start:
             self.pos = start
             return
@@ -437,8 +436,8 @@ class S3Endpoint:
             if ended.stream is not None:
                 ended.stream.extend(ended.total)
             return ended, ended.stream
-        for stream in list(self._by_path.get(path, ())):  # parked a little past where rclone really is
-            if not stream.serving and stream.pos > start and stream.covers(start):
+        for stream in list(self._by_path.get(path, ())):  # parked a little past or short of where rclone is
+            if not stream.serving and stream.pos != start and stream.covers(start):
                 parked = self._ends.take(path, stream.pos)
                 if parked is not None and parked.stream is stream:
                     stream.rewind(start)
@@ -458,7 +457,7 @@ class S3Endpoint:
             with self._lock:
                 self._asked.add(path, wanted[0], wanted[0] + 1 if wanted[1] is None else wanted[1] + 1)
                 for other in self._by_path.get(path, ()):
-                    if other.pos < wanted[0]:
+                    if other.pos < wanted[0] and not other.covers(wanted[0]):  # (not rclone asking again)
                         other.trim(wanted[0])
         if wanted is not None and params <= readahead.PLAIN_GET_PARAMS and h.headers.get("If-Match") is None:
             start, end = wanted
