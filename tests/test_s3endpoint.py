@@ -135,7 +135,7 @@ def _give_up_and_ask_again(endpoint: S3Endpoint, bucket: str, data: bytes, got_t
     at = FIRST + got_to
     assert get(c, bucket, "k", at, None) == data[at:]  # asked again at once, from where it is
     assert metric(endpoint, "m_streams") == 1, "a second stream fetched what the first had in flight"
-    # every byte once (a part's fetch thread counts its bytes just after the reader may already have them)
+    # every byte once, by one stream (a part may still be on its way when the answer ends)
     deadline = time.monotonic() + 5
     while metric(endpoint, "m_bytes") < len(data) - FIRST and time.monotonic() < deadline:
         time.sleep(0.05)
