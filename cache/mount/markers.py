@@ -47,3 +47,22 @@ def write_marker(mountpoint: Path, kind: str, data: dict[str, Any]) -> None:
 def remove_marker(mountpoint: Path, kind: str) -> None:
     with contextlib.suppress(OSError):
         marker_path(mountpoint, kind).unlink()
+
+
+class Keeper:
+    """One feature's marker, kept while the feature runs: ``touch`` rewrites it at most every ``EVERY`` seconds
+    (``force``: now, e.g. after rclone remounted), ``remove`` when the feature stops."""
+
+    def __init__(self, mountpoint: Path, kind: str, data: dict[str, Any]):
+        self.mountpoint, self.kind, self.data = mountpoint, kind, data
+        self._at: float | None = None  # monotonic time of the last touch
+
+    def touch(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and self._at is not None and now - self._at < EVERY:
+            return
+        self._at = now
+        write_marker(self.mountpoint, self.kind, self.data)
+
+    def remove(self) -> None:
+        remove_marker(self.mountpoint, self.kind)

@@ -39,7 +39,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hf_cache.errors import MountError
-from hf_cache.mount.markers import EVERY, PREFETCH, remove_marker, write_marker
+from hf_cache.mount.markers import PREFETCH, Keeper
 from hf_cache.mount.openwatch import Opened, OpenWatch
 from hf_cache.mount.rclone import READ_CHUNK
 from hf_cache.node import vfscache
@@ -164,7 +164,7 @@ class Prefetcher:
         self._armed: dict[tuple[int, int], _Armed] = {}  # dispatcher thread only
         self._probing: set[tuple[int, int]] = set()  # first read seen, the reader's fill rate being watched
         self._lock = threading.Lock()
-        self._marker_at = 0.0
+        self._marker = Keeper(mountpoint, PREFETCH, {"streams": policy.streams, "min_size": policy.min_size})
 
     def start(self) -> None:
         """Start the threads (no-op when off). Raises MountError if fanotify is not available."""
@@ -185,21 +185,14 @@ class Prefetcher:
         except MountError as exc:
             log.warning("prefetch-on-open is off for this mount: %s", exc)
             return
-        self._touch_marker(force=True)
+        self._marker.touch(force=True)
 
     def close(self) -> None:
-        remove_marker(self.mountpoint, PREFETCH)
+        self._marker.remove()
         if self.watch is not None:
             self.watch.close()
 
     # -- dispatcher -------------------------------------------------------------------------------------------
-    def _touch_marker(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._marker_at < EVERY:
-            return
-        self._marker_at = now
-        write_marker(self.mountpoint, PREFETCH, {"streams": self.policy.streams, "min_size": self.policy.min_size})
-
     def _drain(self) -> None:
         """Take events off the fanotify queue as soon as they come, apart from deciding on them. Reading an event is
         what makes the kernel open the file for us, and an open on this FUSE mount drops every page of the file from
@@ -218,7 +211,7 @@ class Prefetcher:
 
     def _dispatch(self) -> None:
         while not self.stop.is_set():
-            self._touch_marker()
+            self._marker.touch()
             try:
                 events = self._events.get(timeout=0.5)
             except queue.Empty:

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Generic, TypeVar
 
 from hf_cache.units import MiB
@@ -176,11 +177,10 @@ class Asked:
         if end <= start:
             return
         _, ranges = self._ranges.pop(path, (0.0, []))
-        i = bisect.bisect_left(ranges, start, key=_start)
+        i = bisect.bisect_left(ranges, start, key=itemgetter(0))
         if i and ranges[i - 1][1] >= start:  # touches the range before it
             i -= 1
-        new = [min(start, ranges[i][0]) if i < len(ranges) else start, end]
-        j = i
+        new, j = [start, end], i
         while j < len(ranges) and ranges[j][0] <= new[1]:  # swallow the ranges it touches
             new = [min(new[0], ranges[j][0]), max(new[1], ranges[j][1])]
             j += 1
@@ -197,7 +197,7 @@ class Asked:
         at, ranges = self._ranges.get(path, (0.0, []))
         if not ranges or self._clock() - at >= self._ttl:
             return None
-        i = bisect.bisect_right(ranges, pos, key=_start)
+        i = bisect.bisect_right(ranges, pos, key=itemgetter(0))
         return ranges[i][0] if i < len(ranges) else None
 
     def expire(self) -> None:
@@ -207,7 +207,3 @@ class Asked:
             if now - at < self._ttl:
                 return
             del self._ranges[path]
-
-
-def _start(r: list[int]) -> int:
-    return r[0]

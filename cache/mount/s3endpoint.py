@@ -280,7 +280,7 @@ class Stream:
 
     def unsent(self) -> int:
         """Bytes fetched ahead that rclone was not sent (yet): wasted if the stream is dropped now."""
-        return sum(p.filled for p in list(self._parts)) - (self.pos - self._parts[0].offset if self._parts else 0)
+        return sum(p.filled for p in self._parts) - (self.pos - self._parts[0].offset if self._parts else 0)
 
     def close(self) -> None:
         for part in self._parts:
@@ -341,7 +341,11 @@ class S3Endpoint:
     ):
         """``mountpoint``: where to keep the marker that tells ``hf-cache warm`` this mount reads ahead."""
         self.depth, self.streams, self.io_step = depth, streams, io_step
-        self.mountpoint = mountpoint
+        self._marker = (
+            markers.Keeper(mountpoint, markers.READ_AHEAD, {"parts": depth, "streams": streams})
+            if mountpoint is not None
+            else None
+        )
         self.upstream = Upstream(endpoint_url, region, io_step, pool_size=max(16, depth * streams + 16))
         self.pool = ThreadPoolExecutor(max(1, depth * streams), thread_name_prefix="s3-readahead")
         self._lock = threading.Lock()
@@ -377,8 +381,8 @@ class S3Endpoint:
         return self.url
 
     def close(self) -> None:
-        if self.mountpoint is not None:
-            markers.remove_marker(self.mountpoint, markers.READ_AHEAD)
+        if self._marker is not None:
+            self._marker.remove()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -388,13 +392,9 @@ class S3Endpoint:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _expire_loop(self) -> None:
-        marked = 0.0
         while self._server is not None:
-            if self.mountpoint is not None and time.monotonic() - marked >= markers.EVERY:
-                markers.write_marker(
-                    self.mountpoint, markers.READ_AHEAD, {"parts": self.depth, "streams": self.streams}
-                )
-                marked = time.monotonic()
+            if self._marker is not None:
+                self._marker.touch()
             time.sleep(1.0)
             with self._lock:
                 self._ends.expire()
