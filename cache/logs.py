@@ -19,6 +19,8 @@ from urllib.parse import unquote, urlsplit
 from hf_cache.settings import SECRET_ENV_VARS, URL_ENV_VARS, env
 
 _TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
+# A presigned URL's credentials (the mount's S3 endpoint sends rclone to S3 with one; rclone's errors quote URLs).
+_PRESIGNED_RE = re.compile(r"(?i)(X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s'\"<>]+")
 _BEARER_RE = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic)\s+)[^\s'\"]+")
 # scheme://user:password@host: userinfo of any URL, wherever it appears in a message.
 _USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]*@")
@@ -55,6 +57,7 @@ def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
         if value and len(value) >= 4:
             text = text.replace(value, MASK)
     text = _TOKEN_RE.sub(MASK, text)
+    text = _PRESIGNED_RE.sub(lambda m: m.group(1) + MASK, text)
     text = redact_url(text)
     return _BEARER_RE.sub(lambda m: m.group(1) + MASK, text)
 

@@ -48,6 +48,17 @@ def test_redaction_hides_env_secrets_and_token_shapes(monkeypatch: pytest.Monkey
     assert "SuperSecret" not in text and "aws-secret-xyz" not in text and "hf_abcdefghijkl" not in text
     assert "Bearer abc" not in text and text.count(MASK) == 4
 
+    # rclone's errors quote the presigned URLs the mount's S3 endpoint sends it to (with IRSA: a session token)
+    line = (
+        'vfs cache: failed to download: Get "https://b.s3.eu-west-1.amazonaws.com/k?x-id=GetObject&X-Amz-Algorithm='
+        "AWS4-HMAC-SHA256&X-Amz-Credential=ASIAXYZ%2F20261128%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Date=20261128T0"
+        "70817Z&X-Amz-Expires=60&X-Amz-Security-Token=IQoJb3JpZ2luX2VjEHg%2Bsession&X-Amz-SignedHeaders=host&X-Amz-"
+        'Signature=0d45c0cede15": dial tcp: i/o timeout'
+    )
+    text = redact(line)
+    assert "ASIAXYZ" not in text and "IQoJb3JpZ2lu" not in text and "0d45c0cede15" not in text, text
+    assert "X-Amz-Date=20261128T070817Z" in text and text.endswith('": dial tcp: i/o timeout')
+
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "using %s", ("hf_SuperSecretValue123",), None)
     RedactingFilter().filter(record)
     assert record.getMessage() == f"using {MASK}"

@@ -124,7 +124,8 @@ from hf_cache.units import parse_duration
     show_default=True,
     help="Point rclone at the mount's own S3 endpoint on 127.0.0.1, which keeps this many 8 MiB ranged GETs in "
     "flight ahead of each sequential reader of a cold file and fetches rclone's larger requests as parallel parts "
-    "(0 = off: rclone talks to S3 itself, one connection per reader). See docs/cold-path.md.",
+    "(0 = off: rclone talks to S3 itself, one connection per reader). Every other GET is sent to S3 with a "
+    "presigned URL. See docs/cold-path.md.",
 )
 @options.env_option(
     "--read-ahead-streams",
@@ -133,6 +134,14 @@ from hf_cache.units import parse_duration
     default=settings.READ_AHEAD_STREAMS,
     show_default=True,
     help="Sequential readers read ahead at once; more are passed through. Memory: up to streams x parts x 8 MiB.",
+)
+@options.env_option(
+    "--read-ahead-fast-rate",
+    envvar=settings.READ_AHEAD_FAST_RATE_ENV,
+    default=settings.READ_AHEAD_FAST_RATE,
+    show_default=True,
+    help="Once one S3 connection brings read-ahead parts this fast per second, rclone reads from S3 itself (parts in "
+    "parallel cannot beat it there, and cost CPU); a probe re-measures every 10 s (0 = always read ahead).",
 )
 @options.env_option(
     "--rclone-arg",
@@ -165,6 +174,7 @@ def mount(
     prefetch_fast_rate: str,
     read_ahead_parts: int,
     read_ahead_streams: int,
+    read_ahead_fast_rate: str,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
     from hf_cache.mount.supervisor import Supervisor
@@ -197,5 +207,6 @@ def mount(
         prefetch_fast_rate=units.parse_size(prefetch_fast_rate, "--prefetch-fast-rate"),
         read_ahead_parts=read_ahead_parts,
         read_ahead_streams=read_ahead_streams,
+        read_ahead_fast_rate=units.parse_size(read_ahead_fast_rate, "--read-ahead-fast-rate"),
     )
     Supervisor(cfg).run()

@@ -458,13 +458,17 @@ class Supervisor:
             cfg.read_ahead_streams,
             self.metrics.registry,
             cfg.mountpoint,
+            fast_rate=cfg.read_ahead_fast_rate,
         )
         endpoint.start()
         self._endpoint = endpoint
 
     def _start_prefetch(self) -> None:
-        """Prefetch on open (mount/prefetch.py); without fanotify the mount still works, one connection per reader."""
+        """Prefetch on open (mount/prefetch.py); without fanotify the mount still works, one connection per reader.
+        Off while the S3 endpoint reads ahead: each of its segments would be a sequential downloader of its own."""
         cfg = self.cfg
+        if cfg.read_ahead_parts > 0:
+            return
         policy = Policy(cfg.prefetch_streams, cfg.prefetch_min_size, cfg.cache_max_bytes, cfg.prefetch_fast_rate)
         prefetcher = Prefetcher(
             cfg.mountpoint, cfg.cache_dir, cfg.remote_path, policy, self.metrics.registry, self.stop_event
