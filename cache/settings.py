@@ -54,10 +54,6 @@ PREFETCH_FAST_RATE = "300MB"
 # 8 MiB (4 x 16 x 8 = 512 MiB). Off by default: on this project's 2-core loopback it is 3-13% slower (stop 23).
 READ_AHEAD_PARTS = 0
 READ_AHEAD_STREAMS = 4  # sequential downloaders read ahead at once, per node; more are passed through
-# Where one S3 connection brings a part this fast (per second, first byte included), parts in parallel cannot beat
-# rclone alone and their bytes only cost a hop through the endpoint: rclone then reads from S3 itself. Real S3 gives
-# ~90 MB/s per connection (a part: ~70 MB/s with its first byte); loopback on a 2-core runner 100-400 MB/s.
-READ_AHEAD_FAST_RATE = "150MB"
 
 # --- refresh --------------------------------------------------------------------------------------------------
 MODELS_FILE = "models.txt"
@@ -111,7 +107,6 @@ PREFETCH_MIN_SIZE_ENV = "HFCACHE_PREFETCH_MIN_SIZE"
 PREFETCH_FAST_RATE_ENV = "HFCACHE_PREFETCH_FAST_RATE"
 READ_AHEAD_PARTS_ENV = "HFCACHE_READ_AHEAD_PARTS"
 READ_AHEAD_STREAMS_ENV = "HFCACHE_READ_AHEAD_STREAMS"
-READ_AHEAD_FAST_RATE_ENV = "HFCACHE_READ_AHEAD_FAST_RATE"
 RCLONE_ARGS_ENV = "HFCACHE_RCLONE_ARGS"
 MODELS_ENV = "HFCACHE_MODELS"
 WORKERS_ENV = "HFCACHE_WORKERS"
@@ -164,12 +159,6 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "mount",
         "sequential readers read ahead at once (--read-ahead-streams)",
         READ_AHEAD_STREAMS,
-    ),
-    _v(
-        READ_AHEAD_FAST_RATE_ENV,
-        "mount",
-        "no read-ahead parts where one S3 connection is this fast (--read-ahead-fast-rate)",
-        READ_AHEAD_FAST_RATE,
     ),
     _v(RCLONE_ARGS_ENV, "mount", "extra rclone flags, used when no --rclone-arg is given"),
     _v(LOG_FORMAT_ENV, "every command", "log lines as text or JSON (--log-format)", LOG_FORMAT),

@@ -136,14 +136,6 @@ from hf_cache.units import parse_duration
     help="Sequential readers read ahead at once; more are passed through. Memory: up to streams x parts x 8 MiB.",
 )
 @options.env_option(
-    "--read-ahead-fast-rate",
-    envvar=settings.READ_AHEAD_FAST_RATE_ENV,
-    default=settings.READ_AHEAD_FAST_RATE,
-    show_default=True,
-    help="Once one S3 connection brings read-ahead parts this fast per second, rclone reads from S3 itself (parts in "
-    "parallel cannot beat it there, and cost CPU); a probe re-measures every 10 s (0 = always read ahead).",
-)
-@options.env_option(
     "--rclone-arg",
     "rclone_extra",
     envvar=settings.RCLONE_ARGS_ENV,
@@ -174,7 +166,6 @@ def mount(
     prefetch_fast_rate: str,
     read_ahead_parts: int,
     read_ahead_streams: int,
-    read_ahead_fast_rate: str,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
     from hf_cache.mount.supervisor import Supervisor
@@ -207,6 +198,5 @@ def mount(
         prefetch_fast_rate=units.parse_size(prefetch_fast_rate, "--prefetch-fast-rate"),
         read_ahead_parts=read_ahead_parts,
         read_ahead_streams=read_ahead_streams,
-        read_ahead_fast_rate=units.parse_size(read_ahead_fast_rate, "--read-ahead-fast-rate"),
     )
     Supervisor(cfg).run()

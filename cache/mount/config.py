@@ -47,7 +47,6 @@ class MountConfig:
     prefetch_fast_rate: int = parse_size(settings.PREFETCH_FAST_RATE, settings.PREFETCH_FAST_RATE_ENV)  # bytes/s
     read_ahead_parts: int = settings.READ_AHEAD_PARTS  # the mount's S3 endpoint (mount/s3endpoint.py); 0 off
     read_ahead_streams: int = settings.READ_AHEAD_STREAMS
-    read_ahead_fast_rate: int = parse_size(settings.READ_AHEAD_FAST_RATE, settings.READ_AHEAD_FAST_RATE_ENV)
 
     @property
     def remote_path(self) -> str:

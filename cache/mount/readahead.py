@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import bisect
 import re
-import statistics
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -28,7 +27,6 @@ REMEMBERED = 4096  # ends of recent GETs kept to recognise a continuation (an en
 REMEMBER_FOR = 10.0  # seconds: rclone asks its next range as soon as it has consumed the previous one; a parked
 # stream (up to depth x PART bytes of memory) is dropped after this
 
-PROBE_EVERY = 10.0  # seconds between parts fetched to measure a link judged fast (LinkRate)
 ASKED_FOR = 600.0  # seconds the ranges rclone asked for are remembered (see Asked)
 
 _RANGE_RE = re.compile(r"bytes=(\d+)-(\d*)")
@@ -212,49 +210,3 @@ class Asked:
             if now - at < self._ttl:
                 return
             del self._ranges[path]
-
-
-class LinkRate:
-    """How fast one S3 connection brings a part lately, so that parts are fetched in parallel only where that pays.
-
-    Parallel parts help when one connection is slower than rclone takes bytes (real S3: ~90 MB/s per connection,
-    tens of ms to first byte). Where one connection is already faster than ``fast`` bytes/s (loopback, an S3 in the
-    same rack), the parts' bytes only take one more hop through the endpoint's process: on this project's 2-core
-    runner that made loopback loads 0.84-0.93x of rclone alone (docs/cold-path.md). Then rclone is sent to S3 itself,
-    and a large first GET still gets parts once every ``probe_every`` seconds, so a link that slows down is seen.
-
-    A sample is one part of a large first GET (two parts in flight: more would share this node's CPU and look slow
-    where the link is not), from asking to its last byte; the rate is the median of the last ``keep`` samples."""
-
-    def __init__(
-        self, fast: int, probe_every: float = PROBE_EVERY, keep: int = 5, clock: Callable[[], float] = time.monotonic
-    ):
-        self.fast, self._probe_every, self._clock = fast, probe_every, clock
-        self._samples: deque[float] = deque(maxlen=keep)
-        self._probed = float("-inf")
-
-    def record(self, nbytes: int, seconds: float) -> None:
-        """A part of ``nbytes`` took ``seconds`` from asking to its last byte; the next probe is due from now."""
-        if seconds > 0:
-            self._samples.append(nbytes / seconds)
-            self._probed = self._clock()
-
-    @property
-    def rate(self) -> float | None:
-        """Bytes/s of one connection (None: not measured yet)."""
-        return statistics.median(self._samples) if self._samples else None
-
-    def is_fast(self) -> bool:
-        rate = self.rate
-        return self.fast > 0 and rate is not None and rate >= self.fast
-
-    def probe(self) -> bool:
-        """Whether a large first GET gets parts now (it then measures): always on a slow or unmeasured link, once
-        every ``probe_every`` seconds on a fast one."""
-        if not self.is_fast():
-            return True
-        now = self._clock()
-        if now - self._probed < self._probe_every:
-            return False
-        self._probed = now
-        return True

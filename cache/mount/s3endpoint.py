@@ -13,9 +13,7 @@ HEADs are passed through, and two kinds of plain ranged GET are answered here:
 - one larger than a part (rclone's first 16 MiB from any offset): its parts are fetched in parallel, within its
   range only, so nothing past what rclone asked for is fetched.
 
-mount/readahead.py makes those decisions; parts are checked to be of one object version (ETag). Where one
-connection already brings a part faster than ``fast_rate`` (loopback, an S3 next door), neither gets parts but a
-probe now and then (readahead.LinkRate): rclone alone is as fast there.
+mount/readahead.py makes those decisions; parts are checked to be of one object version (ETag).
 
 What the mount guarantees holds through it:
 
@@ -248,7 +246,6 @@ class Stream:
         self.serving = False  # a request is answering from it (guarded by the endpoint's lock)
         self.yield_at: int | None = None  # a new request of rclone's wants it from here: let go
         self.conn: socket.socket | None = None  # rclone's connection it is answering on, while serving
-        self.probe = False  # a large first GET's: its parts measure the link (LinkRate)
         self.reads_on = False  # a continuation's that does not know the object yet: past rclone's range once it does
         self._top_up()
 
@@ -383,12 +380,9 @@ class S3Endpoint:
         streams: int,
         registry: CollectorRegistry | None = None,
         mountpoint: Path | None = None,
-        fast_rate: int = 0,
     ):
-        """``mountpoint``: where to keep the marker that tells ``hf-cache warm`` this mount reads ahead.
-        ``fast_rate``: bytes/s of one connection above which rclone is sent to S3 itself (LinkRate); 0: never."""
+        """``mountpoint``: where to keep the marker that tells ``hf-cache warm`` this mount reads ahead."""
         self.depth, self.streams, self.io_step = depth, streams, io_step
-        self.link = readahead.LinkRate(fast_rate)
         self._marker = (
             markers.Keeper(mountpoint, markers.READ_AHEAD, {"parts": depth, "streams": streams})
             if mountpoint is not None
@@ -414,9 +408,6 @@ class S3Endpoint:
         )
         self.m_redirected = Counter(
             "hfcache_s3_redirected_requests", "GETs rclone was sent to S3 for itself (no read-ahead)", registry=r
-        )
-        self.m_rate = Gauge(
-            "hfcache_readahead_connection_rate_bytes", "Bytes/s one S3 connection brought a part lately", registry=r
         )
         self.m_retries = Counter("hfcache_readahead_part_retries", "Part fetches tried again", registry=r)
         self.m_failed = Counter("hfcache_readahead_failed_streams", "Streams dropped on an S3 failure", registry=r)
@@ -525,7 +516,7 @@ class S3Endpoint:
                         busy.yield_at = start
                         self._handed.wait_for(lambda: not busy.serving, timeout=min(HANDOVER_WAIT, self.io_step / 2))
                         ended, stream = self._claim(path, start)
-                if stream is None and ended is not None and not self.link.is_fast():  # a continuation: read ahead
+                if stream is None and ended is not None:  # a continuation: read ahead from here
                     if ended.total is not None:
                         stream = self._new_stream(path, query, ended.condition, start, ended.total)
                     else:  # it continues a redirected GET: the first part says what the object is
@@ -535,16 +526,8 @@ class S3Endpoint:
                         ended = None
                         if stream is not None:
                             stream.reads_on = True
-                elif (
-                    stream is None
-                    and ended is None
-                    and end is not None
-                    and end + 1 - start > readahead.PART
-                    and self.link.probe()
-                ):  # parts in parallel
-                    stream = self._new_stream(path, query, None, start, end + 1)
-                    if stream is not None:
-                        stream.probe = True
+                elif stream is None and ended is None and end is not None and end + 1 - start > readahead.PART:
+                    stream = self._new_stream(path, query, None, start, end + 1)  # parts in parallel
                 if stream is not None:
                     stream.serving, stream.yield_at, stream.conn = True, None, h.connection
             if stream is not None:
@@ -746,7 +729,6 @@ class S3Endpoint:
             if s.condition is not None:
                 headers[s.condition[0]] = s.condition[1]
             try:
-                asked = time.monotonic()
                 response = self.upstream.send("GET", s.path, s.query, headers)
                 complete = False
                 try:
@@ -769,10 +751,6 @@ class S3Endpoint:
                         if not n:
                             raise UpstreamError("S3 answer ended early")
                         self.m_bytes.inc(n)  # counted before the reader can see the bytes
-                        if s.probe and not attempt and part.filled + n == part.length:  # measured likewise
-                            with self._lock:
-                                self.link.record(part.length, time.monotonic() - asked)
-                                self.m_rate.set(self.link.rate or 0)
                         part.grew(n)
                     complete = part.filled == part.length
                 finally:

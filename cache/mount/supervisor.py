@@ -458,7 +458,6 @@ class Supervisor:
             cfg.read_ahead_streams,
             self.metrics.registry,
             cfg.mountpoint,
-            fast_rate=cfg.read_ahead_fast_rate,
         )
         endpoint.start()
         self._endpoint = endpoint
