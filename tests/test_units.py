@@ -78,7 +78,7 @@ def test_bad_sizes_name_the_flag_the_value_and_an_example(text: str) -> None:
 
 
 def test_zero_needs_no_unit_other_bare_sizes_do() -> None:
-    """``--read-ahead-fast-rate 0`` / ``--prefetch-fast-rate 0`` ("0 = always"): zero bytes in any unit."""
+    """``--prefetch-fast-rate 0`` ("0 = always prefetch"): zero bytes in any unit."""
     assert parse_size("0", "--x") == 0 and parse_size("0.0", "--x") == 0
     with pytest.raises(ConfigError, match=r"--x '1' has no unit: write 1G"):
         parse_size("1", "--x")
