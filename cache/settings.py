@@ -51,7 +51,8 @@ PREFETCH_FAST_RATE = "300MB"
 # The mount's S3 endpoint (cache/mount/s3endpoint.py): parts of 8 MiB kept in flight ahead of each sequential
 # downloader; 0: rclone talks to S3 itself, one connection per downloader, and the prefetch runs instead. 16 met
 # every cold-path goal where each connection is the limit (docs/cold-path.md); memory is at most streams x parts x
-# 8 MiB (4 x 16 x 8 = 512 MiB). Off by default: on this project's 2-core loopback it is 3-13% slower (stop 23).
+# 8 MiB (4 x 16 x 8 = 512 MiB). Off by default: on this project's 2-core loopback a cold read() through it is
+# 0.81-0.84x of the mount without it (docs/cold-path.md, stop 23).
 READ_AHEAD_PARTS = 0
 READ_AHEAD_STREAMS = 4  # sequential downloaders read ahead at once, per node; more are passed through
 

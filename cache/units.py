@@ -42,9 +42,9 @@ def parse_size(text: str, flag: str) -> int:
     if m := _SIZE.match(value):
         unit = (m.group(2) or m.group(3)).upper()
         return int(Fraction(m.group(1)) * SIZE_UNITS[unit])
-    if _BARE.match(value) and Fraction(value) == 0:  # zero is zero in any unit ("0 = off" flags)
-        return 0
     if _BARE.match(value):
+        if Fraction(value) == 0:  # zero is zero in any unit ("0 = off" flags)
+            return 0
         raise ConfigError(f"{flag} {text!r} has no unit: write {value}G for a size (e.g. {SIZE_EXAMPLE})")
     raise ConfigError(f"{flag} {text!r} is not a size: write a number and a unit, e.g. {SIZE_EXAMPLE}")
 
