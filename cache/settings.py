@@ -55,6 +55,10 @@ PREFETCH_FAST_RATE = "300MB"
 # 0.81-0.84x of the mount without it (docs/cold-path.md, stop 23).
 READ_AHEAD_PARTS = 0
 READ_AHEAD_STREAMS = 4  # sequential downloaders read ahead at once, per node; more are passed through
+# An S3 whose parts' first bytes come within this is next door (loopback, the same rack): one connection is not the
+# limit there, so the endpoint sends rclone to S3 itself (mount/readahead.py Nearness). Real S3: tens of ms (the lab's
+# link: 30 ms); rclone serve s3 on loopback: 1.5-5 ms with 16 parts asked at once on 2 cores. 0: always read ahead.
+READ_AHEAD_NEAR = "10ms"
 
 # --- refresh --------------------------------------------------------------------------------------------------
 MODELS_FILE = "models.txt"
@@ -108,6 +112,7 @@ PREFETCH_MIN_SIZE_ENV = "HFCACHE_PREFETCH_MIN_SIZE"
 PREFETCH_FAST_RATE_ENV = "HFCACHE_PREFETCH_FAST_RATE"
 READ_AHEAD_PARTS_ENV = "HFCACHE_READ_AHEAD_PARTS"
 READ_AHEAD_STREAMS_ENV = "HFCACHE_READ_AHEAD_STREAMS"
+READ_AHEAD_NEAR_ENV = "HFCACHE_READ_AHEAD_NEAR"
 RCLONE_ARGS_ENV = "HFCACHE_RCLONE_ARGS"
 MODELS_ENV = "HFCACHE_MODELS"
 WORKERS_ENV = "HFCACHE_WORKERS"
@@ -160,6 +165,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
         "mount",
         "sequential readers read ahead at once (--read-ahead-streams)",
         READ_AHEAD_STREAMS,
+    ),
+    _v(
+        READ_AHEAD_NEAR_ENV,
+        "mount",
+        "S3 answering within this is next door: no read-ahead, 0 = always (--read-ahead-near)",
+        READ_AHEAD_NEAR,
     ),
     _v(RCLONE_ARGS_ENV, "mount", "extra rclone flags, used when no --rclone-arg is given"),
     _v(LOG_FORMAT_ENV, "every command", "log lines as text or JSON (--log-format)", LOG_FORMAT),

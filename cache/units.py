@@ -82,6 +82,8 @@ def parse_duration(text: str, flag: str) -> float:
     if m := _DURATION.match(value):
         return float(Fraction(m.group(1)) * DURATION_UNITS[m.group(2)])
     if _BARE.match(value):
+        if Fraction(value) == 0:  # zero is zero in any unit ("0 = off" flags)
+            return 0.0
         raise ConfigError(f"{flag} {text!r} has no unit: write {value}s or {value}m (e.g. {DURATION_EXAMPLE})")
     raise ConfigError(f"{flag} {text!r} is not a duration: write a number and a unit, e.g. {DURATION_EXAMPLE}")
 

@@ -33,7 +33,7 @@ from hf_cache.lab.s3server import S3Server, start_rclone_s3
 from hf_cache.mount import readahead
 from hf_cache.mount.config import MountConfig
 from hf_cache.mount.rclone import LOCAL_KEY, REMOTE, rclone_env
-from hf_cache.mount.readahead import Asked, Continuations, Ended
+from hf_cache.mount.readahead import Asked, Continuations, Ended, Nearness
 from hf_cache.mount.s3endpoint import S3Endpoint, Stream
 from hf_cache.units import MiB
 
@@ -237,6 +237,79 @@ def test_what_is_not_read_ahead_rclone_gets_from_s3_itself(
         assert get(c, bucket, "k", 3 * FIRST, None) == data[3 * FIRST :]  # the parked stream, to the end
         assert metric(endpoint, "m_passed") == 0 and metric(endpoint, "m_bytes") == len(data) - FIRST
         assert c.head_object(Bucket=bucket, Key="k")["ContentLength"] == len(data)  # passed: no body
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.parametrize("latency_s", [0.0, 0.05], ids=["next-door", "far"])
+def test_an_s3_next_door_sends_rclone_to_it_and_a_far_one_gets_read_ahead(
+    tmp_path: Path, s3_env: dict[str, str], latency_s: float
+) -> None:
+    """Bytes that cross the endpoint cost a hop through Python: on 2 cores, a loopback read() through it was
+    0.72-0.85x of rclone alone. So where S3 answers parts within ``near`` (here ``rclone serve s3`` on loopback, as
+    an S3 in the same rack), rclone's first 16 MiB still gets its two parts, which measure the link, and from there
+    rclone is sent to S3 itself; a far S3 (the same server behind the lab's link, 50 ms to first byte) gets
+    read-ahead as before. (moto is far by this measure: it slices a ranged GET out of the whole object.)"""
+    data = os.urandom(60 * MiB)
+    (tmp_path / "bk").mkdir()
+    (tmp_path / "bk" / "k").write_bytes(data)
+    server = start_rclone_s3(tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.stop)
+        upstream = server.endpoint
+        if latency_s:
+            upstream = stack.enter_context(S3Link(server.endpoint, LinkParams(rate_mb=0, latency_s=latency_s))).endpoint
+        endpoint = S3Endpoint(upstream, None, io_step=2.5, depth=4, streams=4, near=0.010)
+        endpoint.start()
+        stack.callback(endpoint.close)
+        c = client_of(endpoint)
+        assert get(c, "bk", "k", 0, BIG - 1) == data[:BIG]  # rclone's first GET: two parts
+        assert get(c, "bk", "k", BIG, 2 * BIG - 1) == data[BIG : 2 * BIG]  # its continuations
+        assert get(c, "bk", "k", 2 * BIG, None) == data[2 * BIG :]
+        latency = metric(endpoint, "m_latency")
+        if latency_s:
+            assert latency >= latency_s
+            assert metric(endpoint, "m_streams") == 2 and metric(endpoint, "m_redirected") == 0
+            assert metric(endpoint, "m_bytes") == len(data)
+        else:
+            assert latency < 0.010
+            assert metric(endpoint, "m_streams") == 1 and metric(endpoint, "m_redirected") == 2
+            assert metric(endpoint, "m_bytes") == BIG  # the first GET's parts only
+            assert get(c, "bk", "k", 30 * MiB, 30 * MiB + BIG - 1) == data[30 * MiB : 30 * MiB + BIG]
+            assert metric(endpoint, "m_redirected") == 3  # a large first GET too, until the next probe
+        assert metric(endpoint, "m_passed") == 0 and metric(endpoint, "m_failed") == 0
+
+
+def test_a_stream_finds_s3_near_and_still_answers_all_rclone_asked(
+    s3_server: S3Server, bucket: str, s3_env: dict[str, str]
+) -> None:
+    """A stream started while S3 looked far (or unmeasured) owes rclone the rest of the range it asked for: once S3
+    is found near, it fetches up to that end and no further, and rclone's next GET is sent to S3."""
+    data = os.urandom(60 * MiB)
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=data)
+    endpoint = S3Endpoint(s3_server.endpoint, None, io_step=2.5, depth=2, streams=4, near=0.010)
+    endpoint.start()
+    try:
+        c = client_of(endpoint)
+        assert get(c, bucket, "k", 0, FIRST - 1) == data[:FIRST]  # small: redirected, nothing measured
+        with endpoint._lock:  # measured far so far: the continuation gets a stream
+            for _ in range(8):
+                endpoint.link.record(1.0)
+        port = int(endpoint.url.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        conn.request("GET", f"/{bucket}/k?x-id=GetObject", headers={"Range": f"bytes={FIRST}-{40 * MiB - 1}"})
+        answer = conn.getresponse()
+        assert answer.status == 206
+        got = answer.read(MiB)  # two parts planned: [4, 20) MiB; then S3 turns out near
+        with endpoint._lock:
+            for _ in range(8):
+                endpoint.link.record(0.001)
+        got += answer.read()
+        conn.close()
+        assert got == data[FIRST : 40 * MiB]  # all of rclone's range
+        assert get(c, bucket, "k", 40 * MiB, None) == data[40 * MiB :]
+        assert metric(endpoint, "m_streams") == 1 and metric(endpoint, "m_redirected") == 2
+        assert wait_for_quiet(endpoint) == 40 * MiB - FIRST  # nothing fetched past what rclone asked for
     finally:
         endpoint.close()
 
@@ -555,6 +628,27 @@ def test_asked_ranges_merge_and_bound_read_ahead() -> None:
     assert asked.barrier("/b/b", 0) is None
     asked.expire()
     assert asked.barrier("/b/a", 0) is None
+
+
+def test_s3_next_door_is_told_by_time_to_first_byte_and_measured_again_now_and_then() -> None:
+    now = [0.0]
+    link = Nearness(near=0.010, probe_every=10.0, keep=5, clock=lambda: now[0])
+    assert link.latency is None and not link.is_near() and link.probe() and link.probe()  # unmeasured: read ahead
+    for seconds in (0.002, 0.030, 0.004, 0.003):  # parts asked at once wait on each other: one slow answer
+        link.record(seconds)
+    assert link.latency == 0.0035 and link.is_near()
+    assert not link.probe()  # just measured: a large first GET is sent to S3 too
+    now[0] = 9.9
+    assert not link.probe()
+    now[0] = 10.0
+    assert link.probe() and not link.probe()  # 10 s without a measure: one large first GET gets parts
+    link.record(0.031)
+    assert link.is_near()  # one far answer is not enough
+    link.record(0.029)
+    assert not link.is_near() and link.probe() and link.probe()  # it got far: read-ahead for all
+    off = Nearness(near=0.0)
+    off.record(0.0001)
+    assert not off.is_near()  # 0: always read ahead
 
 
 def test_a_stream_covers_rclone_asking_again_behind_or_ahead_of_where_its_writes_got() -> None:

@@ -77,11 +77,15 @@ def test_bad_sizes_name_the_flag_the_value_and_an_example(text: str) -> None:
     assert line.startswith(f"--chunk {text!r}") and "512M" in line and "\n" not in line
 
 
-def test_zero_needs_no_unit_other_bare_sizes_do() -> None:
-    """``--prefetch-fast-rate 0`` ("0 = always prefetch"): zero bytes in any unit."""
+def test_zero_needs_no_unit_other_bare_sizes_and_durations_do() -> None:
+    """``--prefetch-fast-rate 0`` ("0 = always prefetch"), ``--read-ahead-near 0`` ("0 = always read ahead"): zero
+    in any unit."""
     assert parse_size("0", "--x") == 0 and parse_size("0.0", "--x") == 0
+    assert parse_duration("0", "--x") == 0 and parse_duration("0.0", "--x") == 0
     with pytest.raises(ConfigError, match=r"--x '1' has no unit: write 1G"):
         parse_size("1", "--x")
+    with pytest.raises(ConfigError, match=r"--x '1' has no unit: write 1s"):
+        parse_duration("1", "--x")
 
 
 def test_a_bare_number_is_refused_with_both_readings() -> None:

@@ -136,6 +136,15 @@ from hf_cache.units import parse_duration
     help="Sequential readers read ahead at once; more are passed through. Memory: up to streams x parts x 8 MiB.",
 )
 @options.env_option(
+    "--read-ahead-near",
+    envvar=settings.READ_AHEAD_NEAR_ENV,
+    default=settings.READ_AHEAD_NEAR,
+    show_default=True,
+    help="An S3 that answers parts' requests within this (median time to first byte) is next door, where one "
+    "connection is fast: rclone is sent to S3 itself and a large first read gets parts every 10 s only, to measure "
+    "again (0 = always read ahead).",
+)
+@options.env_option(
     "--rclone-arg",
     "rclone_extra",
     envvar=settings.RCLONE_ARGS_ENV,
@@ -166,6 +175,7 @@ def mount(
     prefetch_fast_rate: str,
     read_ahead_parts: int,
     read_ahead_streams: int,
+    read_ahead_near: str,
 ) -> None:
     """Mount the bucket read-only at MOUNTPOINT through rclone's VFS cache, and keep it healthy until stopped."""
     from hf_cache.mount.supervisor import Supervisor
@@ -198,5 +208,6 @@ def mount(
         prefetch_fast_rate=units.parse_size(prefetch_fast_rate, "--prefetch-fast-rate"),
         read_ahead_parts=read_ahead_parts,
         read_ahead_streams=read_ahead_streams,
+        read_ahead_near=parse_duration(read_ahead_near, "--read-ahead-near"),
     )
     Supervisor(cfg).run()

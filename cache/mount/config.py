@@ -47,6 +47,7 @@ class MountConfig:
     prefetch_fast_rate: int = parse_size(settings.PREFETCH_FAST_RATE, settings.PREFETCH_FAST_RATE_ENV)  # bytes/s
     read_ahead_parts: int = settings.READ_AHEAD_PARTS  # the mount's S3 endpoint (mount/s3endpoint.py); 0 off
     read_ahead_streams: int = settings.READ_AHEAD_STREAMS
+    read_ahead_near: float = parse_duration(settings.READ_AHEAD_NEAR, settings.READ_AHEAD_NEAR_ENV)  # seconds; 0 off
 
     @property
     def remote_path(self) -> str:

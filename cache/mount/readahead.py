@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import bisect
 import re
+import statistics
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -28,6 +29,7 @@ REMEMBER_FOR = 10.0  # seconds: rclone asks its next range as soon as it has con
 # stream (up to depth x PART bytes of memory) is dropped after this
 
 ASKED_FOR = 600.0  # seconds the ranges rclone asked for are remembered (see Asked)
+PROBE_EVERY = 10.0  # seconds between large first GETs given parts on a link judged near (Nearness)
 
 _RANGE_RE = re.compile(r"bytes=(\d+)-(\d*)")
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -210,3 +212,50 @@ class Asked:
             if now - at < self._ttl:
                 return
             del self._ranges[path]
+
+
+class Nearness:
+    """Whether S3 is next door lately (it answers a part's request fast), so that parts are fetched here only where
+    that pays: the endpoint's bytes cross one more TCP hop, through Python, which costs CPU (measured on this
+    project's 2-core runner: 0.8 CPU-s per GB, and a loopback read() 0.72-0.85x of rclone alone; docs/cold-path.md).
+
+    A connection's rate cannot tell a near S3 from a far one here: parts in flight share the node's CPU with rclone
+    and the reader, so on loopback a part came at 100-400 MB/s idle and 43-55 MB/s during a load (stop 23), as on a
+    real link. The time to a part's first byte can: real S3 takes tens of ms (the lab's link: 30 ms), an S3 on the
+    same host or rack well under ``near`` seconds, and at such a round trip one TCP connection is not what limits a
+    node. Near: rclone is sent to S3 itself, and a large first GET still gets parts once every ``probe_every``
+    seconds, so that a link that got slow is seen. A sample is one part's first try, from asking to its answer's
+    headers; the latency is the median of the last ``keep`` (16 parts asked at once wait on each other on 2 cores:
+    medians of 2-5 ms on loopback), so that one fast answer from a far S3 does not end its read-ahead."""
+
+    def __init__(
+        self, near: float, probe_every: float = PROBE_EVERY, keep: int = 8, clock: Callable[[], float] = time.monotonic
+    ):
+        self.near, self._probe_every, self._clock = near, probe_every, clock
+        self._samples: deque[float] = deque(maxlen=keep)
+        self._probed = float("-inf")
+
+    def record(self, seconds: float) -> None:
+        """A part's request took ``seconds`` to its answer's headers; the next probe is due ``probe_every`` from now."""
+        self._samples.append(seconds)
+        self._probed = self._clock()
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds to first byte lately (None: not measured yet)."""
+        return statistics.median(self._samples) if self._samples else None
+
+    def is_near(self) -> bool:
+        latency = self.latency
+        return self.near > 0 and latency is not None and latency < self.near
+
+    def probe(self) -> bool:
+        """Whether a large first GET gets parts now: always where S3 is not known to be near, else when no part was
+        measured for ``probe_every`` seconds (its parts measure the link again)."""
+        if not self.is_near():
+            return True
+        now = self._clock()
+        if now - self._probed < self._probe_every:
+            return False
+        self._probed = now
+        return True

@@ -13,7 +13,10 @@ HEADs are passed through, and two kinds of plain ranged GET are answered here:
 - one larger than a part (rclone's first 16 MiB from any offset): its parts are fetched in parallel, within its
   range only, so nothing past what rclone asked for is fetched.
 
-mount/readahead.py makes those decisions; parts are checked to be of one object version (ETag).
+mount/readahead.py makes those decisions; parts are checked to be of one object version (ETag). Where S3 is next
+door (its parts' first bytes come within ``near``: loopback, the same rack), one connection is not the limit and a
+hop through here only costs CPU: continuations are sent to S3 too, and a large first GET gets parts only to measure
+the link again now and then (readahead.Nearness).
 
 What the mount guarantees holds through it:
 
@@ -124,16 +127,18 @@ class Upstream:
         return base + quote(rest, safe="/~") + (f"?{query}" if query else "")
 
     def send(self, method: str, path: str, query: str, headers: dict[str, str]) -> urllib3.HTTPResponse:
+        return self.request(method, *self.sign(method, path, query, headers))
+
+    def sign(self, method: str, path: str, query: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """The request's URL and headers, signed with the node's credentials (none for an anonymous bucket)."""
         request = AWSRequest(method=method, url=self.url(path, query), headers=headers)
         if self.credentials is not None:
             S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
+        return str(request.url), dict(request.headers.items())
+
+    def request(self, method: str, url: str, headers: dict[str, str]) -> urllib3.HTTPResponse:
         response: urllib3.HTTPResponse = self.http.request(
-            method,
-            request.url,
-            headers=dict(request.headers.items()),
-            preload_content=False,
-            decode_content=False,
-            redirect=False,
+            method, url, headers=headers, preload_content=False, decode_content=False, redirect=False
         )
         return response
 
@@ -247,6 +252,7 @@ class Stream:
         self.yield_at: int | None = None  # a new request of rclone's wants it from here: let go
         self.conn: socket.socket | None = None  # rclone's connection it is answering on, while serving
         self.reads_on = False  # a continuation's that does not know the object yet: past rclone's range once it does
+        self.asked_end: int | None = None  # the end of the range rclone asked for last (exclusive)
         self._top_up()
 
     def extend(self, limit: int) -> None:
@@ -257,7 +263,7 @@ class Stream:
         """Keep ``depth`` parts in flight, up to where rclone already asked for bytes (with the endpoint's lock)."""
         room = max(0, self.endpoint.depth - len(self._parts))
         barrier = self.endpoint._asked.barrier(self.path, self.pos)
-        limit = self.limit if barrier is None else min(self.limit, barrier)
+        limit = self._plan_end() if barrier is None else min(self._plan_end(), barrier)
         for offset, length in itertools.islice(readahead.parts(self._next, limit), room):
             part = Part(offset, length)
             self._next = offset + length
@@ -269,9 +275,16 @@ class Stream:
         part = self._parts[0]
         return part.answer if part.wait_answer(wait) else None
 
+    def _plan_end(self) -> int:
+        """Where parts stop: the stream's limit; where S3 turned out near, the end of rclone's request (its bytes are
+        owed; past it, rclone is sent to S3 itself)."""
+        if self.asked_end is not None and self.endpoint.link.is_near():
+            return min(self.limit, self.asked_end)
+        return self.limit
+
     def exhausted(self) -> bool:
         """Nothing in flight or planned past ``pos``: parked, it would hold a slot for nothing."""
-        return not self._parts and self._next >= self.limit
+        return not self._parts and self._next >= self._plan_end()
 
     def next_bytes(self, limit: int, wait: float) -> memoryview | None:
         """Up to ``limit`` bytes from ``pos`` (None: none arrived within ``wait``); raises the part's error."""
@@ -380,9 +393,13 @@ class S3Endpoint:
         streams: int,
         registry: CollectorRegistry | None = None,
         mountpoint: Path | None = None,
+        near: float = 0.0,
     ):
-        """``mountpoint``: where to keep the marker that tells ``hf-cache warm`` this mount reads ahead."""
+        """``mountpoint``: where to keep the marker that tells ``hf-cache warm`` this mount reads ahead. ``near``:
+        seconds to a part's first byte under which S3 is next door and rclone is sent to it (readahead.Nearness);
+        0: always read ahead."""
         self.depth, self.streams, self.io_step = depth, streams, io_step
+        self.link = readahead.Nearness(near)
         self._marker = (
             markers.Keeper(mountpoint, markers.READ_AHEAD, {"parts": depth, "streams": streams})
             if mountpoint is not None
@@ -408,6 +425,9 @@ class S3Endpoint:
         )
         self.m_redirected = Counter(
             "hfcache_s3_redirected_requests", "GETs rclone was sent to S3 for itself (no read-ahead)", registry=r
+        )
+        self.m_latency = Gauge(
+            "hfcache_readahead_first_byte_seconds", "Seconds S3 took to answer a part's request lately", registry=r
         )
         self.m_retries = Counter("hfcache_readahead_part_retries", "Part fetches tried again", registry=r)
         self.m_failed = Counter("hfcache_readahead_failed_streams", "Streams dropped on an S3 failure", registry=r)
@@ -516,7 +536,7 @@ class S3Endpoint:
                         busy.yield_at = start
                         self._handed.wait_for(lambda: not busy.serving, timeout=min(HANDOVER_WAIT, self.io_step / 2))
                         ended, stream = self._claim(path, start)
-                if stream is None and ended is not None:  # a continuation: read ahead from here
+                if stream is None and ended is not None and not self.link.is_near():  # a continuation: read ahead
                     if ended.total is not None:
                         stream = self._new_stream(path, query, ended.condition, start, ended.total)
                     else:  # it continues a redirected GET: the first part says what the object is
@@ -526,7 +546,13 @@ class S3Endpoint:
                         ended = None
                         if stream is not None:
                             stream.reads_on = True
-                elif stream is None and ended is None and end is not None and end + 1 - start > readahead.PART:
+                elif (
+                    stream is None
+                    and ended is None
+                    and end is not None
+                    and end + 1 - start > readahead.PART
+                    and self.link.probe()
+                ):
                     stream = self._new_stream(path, query, None, start, end + 1)  # parts in parallel
                 if stream is not None:
                     stream.serving, stream.yield_at, stream.conn = True, None, h.connection
@@ -659,6 +685,9 @@ class S3Endpoint:
             if last is None:  # past the end: S3's own 416
                 failure = UpstreamError("range past the end")
                 return
+            with self._lock:
+                s.asked_end = last + 1
+                s.extend(s.limit)  # parts up to it, if S3 turned out near since they were planned
             chunk = self._wait(h, s, lambda: s.next_bytes(min(COPY, last + 1 - s.pos), POLL))
             if chunk is None:
                 gone = True
@@ -729,7 +758,13 @@ class S3Endpoint:
             if s.condition is not None:
                 headers[s.condition[0]] = s.condition[1]
             try:
-                response = self.upstream.send("GET", s.path, s.query, headers)
+                signed = self.upstream.sign("GET", s.path, s.query, headers)
+                asked = time.monotonic()
+                response = self.upstream.request("GET", *signed)
+                if attempt == 0 and response.status in (200, 206):
+                    with self._lock:
+                        self.link.record(time.monotonic() - asked)
+                        self.m_latency.set(self.link.latency or 0.0)
                 complete = False
                 try:
                     got = readahead.parse_content_range(response.headers.get("Content-Range"))

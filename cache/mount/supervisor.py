@@ -458,6 +458,7 @@ class Supervisor:
             cfg.read_ahead_streams,
             self.metrics.registry,
             cfg.mountpoint,
+            cfg.read_ahead_near,
         )
         endpoint.start()
         self._endpoint = endpoint
