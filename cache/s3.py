@@ -4,7 +4,9 @@ Credentials come from boto3's default chain (environment, IRSA web identity in a
 ``--endpoint-url`` or the standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (boto3 reads those itself
 when we pass none). Retries are boto3's "standard" mode: throttling (503 SlowDown, 429) and transient errors back
 off and retry, ``AWS_MAX_ATTEMPTS`` tries per call, the first included (boto3's own variable and meaning; default
-``settings.S3_MAX_ATTEMPTS``).
+``settings.S3_MAX_ATTEMPTS``). A 429 is retried too: botocore's standard mode knows throttling only by its own list
+of error codes, which lacks the ``TooManyRequests`` that S3-compatible stores send with it (botocore 1.43.11 gave up
+on the first 429).
 Each part of a multipart upload is its own call with its own retries.
 """
 
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
+from botocore.retries import quota, standard
 
 from hf_cache import settings
 from hf_cache.errors import ConfigError
@@ -80,7 +83,39 @@ def make_client(
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
     session = boto3.session.Session(region_name=region or None)
-    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+    client = session.client("s3", endpoint_url=endpoint_url or None, config=config)
+    _retry_429_too(client, total_attempts() if max_attempts is None else max_attempts + 1)
+    return client
+
+
+class _RetryConditions(standard.BaseRetryableChecker):
+    """boto3's standard retry conditions, and any 429 answer within the same tries."""
+
+    def __init__(self, total: int):
+        self._standard = standard.StandardRetryConditions(max_attempts=total)
+        self._tries = standard.MaxAttemptsChecker(total)
+
+    def is_retryable(self, context: standard.RetryContext) -> bool:
+        if self._standard.is_retryable(context):
+            return True
+        answer = context.http_response
+        return answer is not None and answer.status_code == 429 and bool(self._tries.is_retryable(context))
+
+
+def _retry_429_too(client: S3Client, total: int) -> None:
+    """Replace the client's standard retry handler by the same one with ``_RetryConditions``."""
+    retry_quota = standard.RetryQuotaChecker(quota.RetryQuota())
+    handler = standard.RetryHandler(
+        retry_policy=standard.RetryPolicy(
+            retry_checker=_RetryConditions(total), retry_backoff=standard.ExponentialBackoff()
+        ),
+        retry_event_adapter=standard.RetryEventAdapter(),
+        retry_quota=retry_quota,  # type: ignore[arg-type]  # the stubs say RetryQuota; botocore passes this one too
+    )
+    events = client.meta.events
+    events.unregister("needs-retry.s3", unique_id="retry-config-s3")
+    events.register("needs-retry.s3", handler.needs_retry, unique_id="retry-config-s3")  # type: ignore[arg-type]
+    events.register("after-call.s3", retry_quota.release_retry_quota)
 
 
 def folder_prefix(prefix: str) -> str:

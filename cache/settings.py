@@ -40,7 +40,8 @@ HEALTH_ADDR = "0.0.0.0"  # kubelet probes and Prometheus reach the pod IP
 HEALTH_PORT = 9090  # /readyz, /healthz, /metrics
 RC_PORT = 5572  # rclone's rc API (127.0.0.1 only): rclone's own default port
 BACKEND = "mount2"  # measured faster than `mount` (docs/measurements.md)
-# Prefetch on open (cache/mount/prefetch.py): segment streams in flight per node, over all files; 0 turns it off.
+# Prefetch on open (cache/mount/prefetch.py), with READ_AHEAD_PARTS 0 only: segment streams in flight per node, over
+# all files; 0 turns it off.
 # 16 streams of ~90 MB/s each is more than a node's share of S3 usually needs (boto3 uses 10); docs/cold-path.md.
 PREFETCH_STREAMS = 16
 # Files this large are prefetched when opened; below ~72 MiB a file is one 48 MiB segment (nothing to parallelise).
@@ -51,9 +52,9 @@ PREFETCH_FAST_RATE = "300MB"
 # The mount's S3 endpoint (cache/mount/s3endpoint.py): parts of 8 MiB kept in flight ahead of each sequential
 # downloader; 0: rclone talks to S3 itself, one connection per downloader, and the prefetch runs instead. 16 met
 # every cold-path goal where each connection is the limit (docs/cold-path.md); memory is at most streams x parts x
-# 8 MiB (4 x 16 x 8 = 512 MiB). Off by default: on this project's 2-core loopback a cold read() through it is
-# 0.81-0.84x of the mount without it (docs/cold-path.md, stop 23).
-READ_AHEAD_PARTS = 0
+# 8 MiB (4 x 16 x 8 = 512 MiB). Where S3 is next door (READ_AHEAD_NEAR) it sends rclone to S3 itself, so loopback
+# keeps rclone's own speed (docs/cold-path.md, stop 24).
+READ_AHEAD_PARTS = 16
 READ_AHEAD_STREAMS = 4  # sequential downloaders read ahead at once, per node; more are passed through
 # An S3 whose parts' first bytes come within this is next door (loopback, the same rack): one connection is not the
 # limit there, so the endpoint sends rclone to S3 itself (mount/readahead.py Nearness). Real S3: tens of ms (the lab's

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 from hf_cache.lab.s3server import S3Server, via
 from hf_cache.mount import fusemount
-from hf_cache.mount.supervisor import cache_dir_usage
+from hf_cache.mount.supervisor import ENDPOINT_PORT_FILE, cache_dir_usage
 
 SHA1 = "1" * 40
 SHA2 = "2" * 40
@@ -145,6 +146,27 @@ def test_cache_survives_a_restart_with_zero_bytes_from_s3(mounted, bucket: str, 
         if "/snapshots/" in key:
             assert (second.mountpoint / key).read_bytes() == body
     assert second.metrics()["hfcache_s3_read_bytes_total"] == 0
+
+
+def test_the_endpoint_keeps_its_port_across_restarts_and_says_when_it_cannot(
+    mounted, bucket: str, published, tmp_path: Path
+) -> None:
+    """rclone names its cache folder after its remote's settings, the read-ahead endpoint's URL among them, so the
+    port is kept beside the cache and asked for again (the restart test above fails without it: a new port, an
+    empty cache). A port something else holds by then is replaced, and the log says what that costs."""
+    cache_dir = tmp_path / "c"
+    cache_dir.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (cache_dir / ENDPOINT_PORT_FILE).write_text(str(port))
+        m = mounted(bucket=bucket, prefix="p", cache_dir=cache_dir)
+        for key, body in published.items():
+            assert (m.mountpoint / key).read_bytes() == body
+    assert f"the S3 endpoint's port {port} is not free" in m.log() and "node cache starts empty" in m.log()
+    kept = int((cache_dir / ENDPOINT_PORT_FILE).read_text())
+    assert kept != port and m.metrics()["hfcache_s3_redirected_requests_total"] >= 1  # through the new one
 
 
 def test_moved_ref_is_visible_to_new_opens_within_the_freshness_bound(

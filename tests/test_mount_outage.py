@@ -46,7 +46,7 @@ def _timed_read(path: Path, limit: float) -> tuple[int | None, str, float]:
 
 @pytest.mark.parametrize(
     "mount_args",
-    [(), ("--read-ahead-parts", "8", "--prefetch-streams", "0")],
+    [("--read-ahead-parts", "0"), ("--read-ahead-parts", "8")],
     ids=["rclone-to-s3", "through-read-ahead-endpoint"],
 )
 def test_during_an_s3_outage_cached_reads_work_and_uncached_reads_fail_within_the_bound(

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from hf_cache.lab.mounting import RunningMount
 from hf_cache.lab.s3link import LinkParams, S3Link
 from hf_cache.lab.s3server import S3Server
@@ -35,6 +37,15 @@ ONE = 1.05  # S3 bytes / size allowed (issue 11's goal): the file once + 4-7 MB 
 # BIG is prefetched as 112 + 98 MiB: the second segment's stream asks at 112, 128, 160 MiB; one reader alone asks at 0,
 # 16, 48, 112 MiB (rclone's doubling requests), never at 128
 SEGMENT_STREAM = {128 * MiB}
+# The prefetch runs where the read-ahead endpoint is off (with it on, the supervisor runs none: each of its segments
+# would be a sequential downloader of its own)
+PREFETCH = ("--read-ahead-parts", "0")
+
+
+@pytest.fixture
+def link_mount(link_mount: Callable[..., RunningMount]) -> Callable[..., RunningMount]:
+    """conftest's mount over the S3-like link, as it prefetches."""
+    return lambda *extra: link_mount(*PREFETCH, *extra)
 
 
 def sha256_of(path: Path, block: int = 4 * MiB) -> str:
@@ -246,7 +257,7 @@ def read_through_faults(
 def test_link_faults_during_a_prefetch_never_reach_the_reader(
     tmp_path: Path, bucket: str, s3_env: dict[str, str], s3_server: S3Server
 ) -> None:
-    with read_through_faults(tmp_path, bucket, s3_env, s3_server) as m:
+    with read_through_faults(tmp_path, bucket, s3_env, s3_server, *PREFETCH) as m:
         # the prefetch ran (finished or stopped by a fault; it may end after the reader, whose own downloader
         # also filled the file); either way the reader got every byte
         deadline = time.monotonic() + 60
@@ -383,7 +394,7 @@ def test_a_busy_dispatcher_does_not_delay_the_open_that_drops_a_readers_pages(
     client = s3_server.client()
     client.put_object(Bucket=bucket, Key="a.bin", Body=b"a" * (2 * MiB))
     client.put_object(Bucket=bucket, Key="b.bin", Body=os.urandom(16 * MiB))
-    m = mounted(bucket=bucket, extra_args=("--prefetch-streams", "0"))  # the supervisor's own watch off: ours only
+    m = mounted(bucket=bucket, extra_args=(*PREFETCH, "--prefetch-streams", "0"))  # the supervisor's watch off
 
     class SlowDecider(Prefetcher):
         def _consider(self, ev: Opened) -> None:

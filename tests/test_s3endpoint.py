@@ -241,15 +241,17 @@ def test_what_is_not_read_ahead_rclone_gets_from_s3_itself(
         endpoint.close()
 
 
-@pytest.mark.parametrize("latency_s", [0.0, 0.05], ids=["next-door", "far"])
+@pytest.mark.parametrize("latency_s", [0.0, 0.15], ids=["next-door", "far"])
 def test_an_s3_next_door_sends_rclone_to_it_and_a_far_one_gets_read_ahead(
     tmp_path: Path, s3_env: dict[str, str], latency_s: float
 ) -> None:
     """Bytes that cross the endpoint cost a hop through Python: on 2 cores, a loopback read() through it was
     0.72-0.85x of rclone alone. So where S3 answers parts within ``near`` (here ``rclone serve s3`` on loopback, as
     an S3 in the same rack), rclone's first 16 MiB still gets its two parts, which measure the link, and from there
-    rclone is sent to S3 itself; a far S3 (the same server behind the lab's link, 50 ms to first byte) gets
-    read-ahead as before. (moto is far by this measure: it slices a ranged GET out of the whole object.)"""
+    rclone is sent to S3 itself; a far S3 (the same server behind the lab's link, 150 ms to first byte) gets
+    read-ahead as before. The threshold is 50 ms here, not the mount's 10 ms: the test is of what follows from the
+    measure, on a runner whose loopback answers in 4-16 ms. (moto is far by this measure, ~100 ms: it slices a ranged
+    GET out of the whole object.)"""
     data = os.urandom(60 * MiB)
     (tmp_path / "bk").mkdir()
     (tmp_path / "bk" / "k").write_bytes(data)
@@ -259,7 +261,7 @@ def test_an_s3_next_door_sends_rclone_to_it_and_a_far_one_gets_read_ahead(
         upstream = server.endpoint
         if latency_s:
             upstream = stack.enter_context(S3Link(server.endpoint, LinkParams(rate_mb=0, latency_s=latency_s))).endpoint
-        endpoint = S3Endpoint(upstream, None, io_step=2.5, depth=4, streams=4, near=0.010)
+        endpoint = S3Endpoint(upstream, None, io_step=2.5, depth=4, streams=4, near=0.050)
         endpoint.start()
         stack.callback(endpoint.close)
         c = client_of(endpoint)
@@ -272,7 +274,7 @@ def test_an_s3_next_door_sends_rclone_to_it_and_a_far_one_gets_read_ahead(
             assert metric(endpoint, "m_streams") == 2 and metric(endpoint, "m_redirected") == 0
             assert metric(endpoint, "m_bytes") == len(data)
         else:
-            assert latency < 0.010
+            assert latency < 0.050
             assert metric(endpoint, "m_streams") == 1 and metric(endpoint, "m_redirected") == 2
             assert metric(endpoint, "m_bytes") == BIG  # the first GET's parts only
             assert get(c, "bk", "k", 30 * MiB, 30 * MiB + BIG - 1) == data[30 * MiB : 30 * MiB + BIG]
@@ -287,23 +289,19 @@ def test_a_stream_finds_s3_near_and_still_answers_all_rclone_asked(
     is found near, it fetches up to that end and no further, and rclone's next GET is sent to S3."""
     data = os.urandom(60 * MiB)
     s3_server.client().put_object(Bucket=bucket, Key="k", Body=data)
-    endpoint = S3Endpoint(s3_server.endpoint, None, io_step=2.5, depth=2, streams=4, near=0.010)
+    endpoint = S3Endpoint(s3_server.endpoint, None, io_step=2.5, depth=2, streams=4, near=0.0)  # far: read ahead
     endpoint.start()
     try:
         c = client_of(endpoint)
-        assert get(c, bucket, "k", 0, FIRST - 1) == data[:FIRST]  # small: redirected, nothing measured
-        with endpoint._lock:  # measured far so far: the continuation gets a stream
-            for _ in range(8):
-                endpoint.link.record(1.0)
+        assert get(c, bucket, "k", 0, FIRST - 1) == data[:FIRST]  # small: redirected
         port = int(endpoint.url.rsplit(":", 1)[1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
         conn.request("GET", f"/{bucket}/k?x-id=GetObject", headers={"Range": f"bytes={FIRST}-{40 * MiB - 1}"})
         answer = conn.getresponse()
         assert answer.status == 206
-        got = answer.read(MiB)  # two parts planned: [4, 20) MiB; then S3 turns out near
+        got = answer.read(MiB)  # two parts planned: [4, 20) MiB; then S3 turns out near (its first part measured)
         with endpoint._lock:
-            for _ in range(8):
-                endpoint.link.record(0.001)
+            endpoint.link.near = 60.0
         got += answer.read()
         conn.close()
         assert got == data[FIRST : 40 * MiB]  # all of rclone's range

@@ -98,8 +98,9 @@ from hf_cache.units import parse_duration
     type=click.IntRange(min=0),
     default=settings.PREFETCH_STREAMS,
     show_default=True,
-    help="Prefetch on first read(): when a reader read()s a large file the node cache lacks, fetch it in parallel "
-    "segments with at most this many streams per node (0 = off); mmap loads are left alone. See docs/cold-path.md.",
+    help="With --read-ahead-parts 0 only: prefetch on first read(): when a reader read()s a large file the node "
+    "cache lacks, fetch it in parallel segments with at most this many streams per node (0 = off); mmap loads are "
+    "left alone. See docs/cold-path.md.",
 )
 @options.env_option(
     "--prefetch-min-size",

@@ -435,8 +435,9 @@ class S3Endpoint:
         self.url = ""
 
     # -- lifecycle -------------------------------------------------------------------------------------------
-    def start(self) -> str:
-        server = _Server(("127.0.0.1", 0), _Handler)
+    def start(self, port: int = 0) -> str:
+        """Listen on ``port`` (0: any free one; OSError when it is taken) and serve."""
+        server = _Server(("127.0.0.1", port), _Handler)
         server.endpoint = self
         self._server = server
         threading.Thread(target=server.serve_forever, name="s3-endpoint", daemon=True).start()

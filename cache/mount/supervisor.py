@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import GetObjectRequestTypeDef
 
 log = logging.getLogger(__name__)
+ENDPOINT_PORT_FILE = ".hf-cache-endpoint-port"  # in the cache dir: the S3 endpoint's port, asked for again at start
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
@@ -460,7 +461,19 @@ class Supervisor:
             cfg.mountpoint,
             cfg.read_ahead_near,
         )
-        endpoint.start()
+        # rclone names its cache folder after its remote's settings (a hash of the RCLONE_CONFIG_* values), the
+        # endpoint's URL among them: a new port at every start would leave the node's whole cache behind. So the
+        # port is kept beside the cache and asked for again.
+        saved = cfg.cache_dir / ENDPOINT_PORT_FILE
+        port = _saved_port(saved)
+        try:
+            endpoint.start(port)
+        except (OSError, OverflowError) as exc:
+            if not port:
+                raise
+            log.warning("the S3 endpoint's port %d is not free (%s): rclone's node cache starts empty", port, exc)
+            endpoint.start()
+        saved.write_text(endpoint.url.rsplit(":", 1)[1])
         self._endpoint = endpoint
 
     def _start_prefetch(self) -> None:
@@ -554,3 +567,11 @@ def cache_dir_usage(cache_dir: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.stat(os.path.join(dirpath, name)).st_blocks * 512
     return total
+
+
+def _saved_port(path: Path) -> int:
+    """The port kept at ``path`` by the last start; 0 (any free one) when there is none."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 0
