@@ -215,6 +215,12 @@ def test_prefetch_keeps_working_after_rclone_restarts_and_a_new_snapshot(
     while m.metrics().get("hfcache_rclone_restarts_total", 0) < 1 or m.get("/readyz")[0] != 200:
         assert time.monotonic() < deadline, m.log()
         time.sleep(0.3)
+    # the new rclone's first listing of the snapshot folders done before publishing: a folder listed while its
+    # refresh is still uploading stays incomplete in rclone's listing (a known race, docs/cold-path.md "Stop 24";
+    # it failed this test in 2 of 4 full runs)
+    while "new snapshot folders" not in m.log().rpartition("restarting rclone")[2]:
+        assert time.monotonic() < deadline, m.log()
+        time.sleep(0.3)
     # a new snapshot: same name, new bytes (the first 1 MiB of each 32 MiB block is random)
     publish(tmp_path, bucket, s3_env, {"model.safetensors": BIG})
     ref = m.mountpoint / "hub/models--org--big/refs/main"
