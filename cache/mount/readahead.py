@@ -29,7 +29,7 @@ REMEMBER_FOR = 10.0  # seconds: rclone asks its next range as soon as it has con
 # stream (up to depth x PART bytes of memory) is dropped after this
 
 ASKED_FOR = 600.0  # seconds the ranges rclone asked for are remembered (see Asked)
-PROBE_EVERY = 10.0  # seconds between large first GETs given parts on a link judged near (Nearness)
+PROBE_EVERY = 10.0  # seconds without a measured part before a large first GET gets parts on a near link (Nearness)
 
 _RANGE_RE = re.compile(r"bytes=(\d+)-(\d*)")
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -223,10 +223,10 @@ class Nearness:
     and the reader, so on loopback a part came at 100-400 MB/s idle and 43-55 MB/s during a load (stop 23), as on a
     real link. The time to a part's first byte can: real S3 takes tens of ms (the lab's link: 30 ms), an S3 on the
     same host or rack well under ``near`` seconds, and at such a round trip one TCP connection is not what limits a
-    node. Near: rclone is sent to S3 itself, and a large first GET still gets parts once every ``probe_every``
-    seconds, so that a link that got slow is seen. A sample is one part's first try, from asking to its answer's
-    headers; the latency is the median of the last ``keep`` (16 parts asked at once wait on each other on 2 cores:
-    medians of 2-5 ms on loopback), so that one fast answer from a far S3 does not end its read-ahead."""
+    node. Near: rclone is sent to S3 itself, and a large first GET still gets parts when no part was measured for
+    ``probe_every`` seconds, so that a link that got slow is seen. A sample is one part's first try, from asking to
+    its answer's headers; the latency is the median of the last ``keep`` (parts asked at once wait on each other on
+    2 cores: medians of 2.2-8.4 ms on loopback), so that one fast answer from a far S3 does not end its read-ahead."""
 
     def __init__(
         self, near: float, probe_every: float = PROBE_EVERY, keep: int = 8, clock: Callable[[], float] = time.monotonic

@@ -263,7 +263,9 @@ class Stream:
         """Keep ``depth`` parts in flight, up to where rclone already asked for bytes (with the endpoint's lock)."""
         room = max(0, self.endpoint.depth - len(self._parts))
         barrier = self.endpoint._asked.barrier(self.path, self.pos)
-        limit = self._plan_end() if barrier is None else min(self._plan_end(), barrier)
+        limit = self._plan_end()  # a median of the link's samples: asked once
+        if barrier is not None:
+            limit = min(limit, barrier)
         for offset, length in itertools.islice(readahead.parts(self._next, limit), room):
             part = Part(offset, length)
             self._next = offset + length
